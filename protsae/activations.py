@@ -1,0 +1,368 @@
+"""Residual-stream activations, cached as Parquet shards (METHODS.md section 2).
+
+One forward pass per batch writes every configured layer. A shard holds one row per cached
+residue: ``seq_id`` (string), ``pos`` (int32, 0-based residue index) and ``act``
+(fixed_size_list<float16 or float32>[d_model]).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import queue
+import threading
+import time
+import zlib
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from tqdm.auto import tqdm
+
+from . import __version__
+from .models import ProteinLM
+from .utils import atomic_path, write_json
+
+log = logging.getLogger("protsae.activations")
+
+FORMAT_VERSION = 1
+STORAGE_DTYPES = {"float16": (np.float16, np.uint16, pa.float16()), "float32": (np.float32, np.uint32, pa.float32())}
+# Measured on the demo cache (benchmarks/cache_throughput.py): zstd and lz4 shrink float16
+# activations by under 10% while writing slower, so shards are stored uncompressed by default.
+DEFAULT_COMPRESSION = "none"
+
+
+def token_budget_batches(lengths: Sequence[int], max_tokens: int, specials: int = 2) -> list[list[int]]:
+    """Group sequence indices into batches whose padded size fits ``max_tokens``.
+
+    Sequences are taken longest first, so each batch holds sequences of similar length (little
+    padding) and an out-of-memory batch, if any, comes first rather than after hours.
+    The padded size of a batch is ``n_sequences * (longest + specials)``.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for index in order:
+        width = lengths[current[0]] + specials if current else lengths[index] + specials
+        if current and (len(current) + 1) * width > max_tokens:
+            batches.append(current)
+            current = []
+        current.append(index)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def random_batches(n_sequences: int, batch_size: int, seed: int = 0) -> list[list[int]]:
+    """Random-order fixed-size batches: the naive baseline the benchmark compares against."""
+    order = np.random.default_rng(seed).permutation(n_sequences).tolist()
+    return [order[i : i + batch_size] for i in range(0, n_sequences, batch_size)]
+
+
+def sample_positions(seq_id: str, length: int, n_positions: int | None, seed: int) -> np.ndarray:
+    """Residue positions cached for one sequence: all, or a seeded random subset (sorted).
+
+    The subset depends only on (seed, seq_id, length), never on batching or shard order.
+    """
+    if n_positions is None or n_positions >= length:
+        return np.arange(length, dtype=np.int32)
+    rng = np.random.default_rng([seed, zlib.crc32(seq_id.encode())])
+    return np.sort(rng.choice(length, size=n_positions, replace=False)).astype(np.int32)
+
+
+def act_column(acts: np.ndarray, storage_dtype: str = "float16") -> pa.FixedSizeListArray:
+    """(n, d_model) array -> fixed_size_list column, built from the flat buffer (no per-row work).
+
+    ``pa.array`` on a float16 numpy array converts element by element; viewing the buffer as
+    unsigned integers and relabelling the type is ~5000x faster and bit-identical.
+    """
+    np_dtype, int_view, arrow_type = STORAGE_DTYPES[storage_dtype]
+    flat = np.ascontiguousarray(acts, dtype=np_dtype).reshape(-1)
+    values = pa.array(flat.view(int_view)).view(arrow_type)
+    return pa.FixedSizeListArray.from_arrays(values, acts.shape[1])
+
+
+def shard_schema(d_model: int, storage_dtype: str, metadata: dict) -> pa.Schema:
+    arrow_type = STORAGE_DTYPES[storage_dtype][2]
+    return pa.schema(
+        [("seq_id", pa.string()), ("pos", pa.int32()), ("act", pa.list_(arrow_type, d_model))],
+        metadata={key: json.dumps(value) for key, value in metadata.items()},
+    )
+
+
+def read_acts(table_or_batch) -> np.ndarray:
+    """The ``act`` column of a table or record batch as an (n, d_model) array, zero-copy where possible."""
+    column = table_or_batch.column("act")
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    d_model = column.type.list_size
+    return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, d_model)
+
+
+@dataclass
+class CacheStats:
+    """What one caching job did, for its log and the per-layer manifest."""
+
+    n_sequences: int = 0
+    n_residues: int = 0
+    n_tokens: int = 0
+    padded_tokens: int = 0
+    forward_seconds: float = 0.0
+    total_seconds: float = 0.0
+    layers: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {
+            **{k: v for k, v in self.__dict__.items() if k != "layers"},
+            "residues_per_second": self.n_residues / max(self.total_seconds, 1e-9),
+            "padding_share": 1 - self.n_residues / max(self.padded_tokens, 1),
+            "layers": self.layers,
+        }
+
+
+class _ShardWriters:
+    """One ParquetWriter per layer, fed from a background thread.
+
+    Parquet encoding releases the GIL, so it overlaps the next batch's forward pass; the queue
+    is bounded, so memory stays at a couple of batches whatever the shard size.
+    """
+
+    def __init__(self, paths: dict[int, Path], schemas: dict[int, pa.Schema], compression: str,
+                 row_group_rows: int):
+        self._stack = ExitStack()
+        self._writers = {}
+        for layer, path in paths.items():
+            tmp = self._stack.enter_context(atomic_path(path))
+            self._writers[layer] = pq.ParquetWriter(
+                tmp,
+                schemas[layer],
+                compression=compression,
+                use_dictionary=["seq_id"],
+                write_statistics=["seq_id", "pos"],
+            )
+        self._row_group_rows = row_group_rows
+        self._pending: dict[int, list[pa.RecordBatch]] = {layer: [] for layer in paths}
+        self._pending_rows = 0
+        self._queue: queue.Queue = queue.Queue(maxsize=2)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, daemon=True)
+        self._thread.start()
+
+    def put(self, batches: dict[int, pa.RecordBatch]) -> None:
+        if self._error:
+            raise self._error
+        self._queue.put(batches)
+
+    def _drain(self) -> None:
+        try:
+            while (item := self._queue.get()) is not None:
+                for layer, batch in item.items():
+                    self._pending[layer].append(batch)
+                self._pending_rows += next(iter(item.values())).num_rows
+                if self._pending_rows >= self._row_group_rows:
+                    self._flush()
+            self._flush()
+        except BaseException as err:  # surfaced to the producer on its next put/close
+            self._error = err
+            while self._queue.get() is not None:
+                pass
+
+    def _flush(self) -> None:
+        for layer, batches in self._pending.items():
+            if batches:
+                self._writers[layer].write_table(pa.Table.from_batches(batches), row_group_size=1 << 30)
+            self._pending[layer] = []
+        self._pending_rows = 0
+
+    def close(self, success: bool) -> None:
+        """Finish the files; they are renamed into place only when ``success``."""
+        self._queue.put(None)
+        self._thread.join()
+        for writer in self._writers.values():
+            writer.close()
+        if self._error or not success:
+            # Leaving the atomic_path contexts with an exception deletes the temporary files.
+            try:
+                self._stack.__exit__(RuntimeError, RuntimeError("caching failed"), None)
+            finally:
+                if self._error:
+                    raise self._error
+            return
+        self._stack.close()
+
+
+def cache_activations(
+    model: ProteinLM,
+    sequences: Sequence[tuple[str, str]],
+    layers: Sequence[int],
+    out_paths: dict[int, str | Path],
+    *,
+    max_tokens: int = 16384,
+    storage_dtype: str = "float16",
+    positions_per_sequence: int | None = None,
+    seed: int = 0,
+    compression: str = DEFAULT_COMPRESSION,
+    row_group_rows: int = 65536,
+    metadata: dict | None = None,
+    progress: bool = True,
+) -> CacheStats:
+    """Run ``model`` over ``sequences`` once and write every layer in ``layers`` to its shard.
+
+    sequences: (seq_id, residues) pairs. out_paths: {layer: parquet path}. max_tokens: padded
+    token budget per batch. positions_per_sequence: cache a seeded random subset of residue
+    positions per sequence (None = all). All files appear together, or none does.
+    """
+    if not sequences:
+        raise ValueError("no sequences to cache")
+    layers = sorted(set(layers))
+    if set(out_paths) != set(layers):
+        raise ValueError(f"out_paths covers layers {sorted(out_paths)}, expected {layers}")
+    base_metadata = {
+        "protsae_format": FORMAT_VERSION,
+        "protsae_version": __version__,
+        "model": model.describe(),
+        "d_model": model.d_model,
+        "storage_dtype": storage_dtype,
+        "positions_per_sequence": positions_per_sequence,
+        "position_seed": seed,
+        **(metadata or {}),
+    }
+    schemas = {
+        layer: shard_schema(model.d_model, storage_dtype, base_metadata | {"layer": layer}) for layer in layers
+    }
+    lengths = [len(seq) for _, seq in sequences]
+    batches = token_budget_batches(lengths, max_tokens)
+    stats = CacheStats()
+    writers = _ShardWriters({l: Path(p) for l, p in out_paths.items()}, schemas, compression, row_group_rows)
+    start = time.perf_counter()
+    ok = False
+    try:
+        bar = tqdm(total=sum(lengths), unit="res", unit_scale=True, desc="caching", disable=not progress,
+                   mininterval=2.0)
+        for index_batch in batches:
+            ids = [sequences[i][0] for i in index_batch]
+            seqs = [sequences[i][1] for i in index_batch]
+            tick = time.perf_counter()
+            tokens = model.tokenize(seqs)
+            hidden = model.hidden_states(tokens, layers)
+            stats.forward_seconds += time.perf_counter() - tick
+            writers.put(_batch_tables(ids, seqs, tokens.residue_mask, hidden, positions_per_sequence, seed,
+                                      storage_dtype, schemas))
+            stats.n_sequences += len(seqs)
+            stats.n_residues += tokens.n_residues
+            stats.padded_tokens += tokens.input_ids.numel()
+            bar.update(tokens.n_residues)
+        bar.close()
+        ok = True
+    finally:
+        writers.close(success=ok)
+    stats.total_seconds = time.perf_counter() - start
+    for layer in layers:
+        n_rows = pq.ParquetFile(out_paths[layer]).metadata.num_rows
+        stats.layers[layer] = {"path": str(out_paths[layer]), "n_tokens": n_rows}
+    stats.n_tokens = stats.layers[layers[0]]["n_tokens"]
+    return stats
+
+
+def _batch_tables(ids, seqs, residue_mask, hidden, positions_per_sequence, seed, storage_dtype, schemas):
+    """Per-layer record batches of the cached residues of one model batch."""
+    mask = residue_mask.cpu()
+    # Column i + 1 holds residue i; keep the sampled residue columns of every row, in row order.
+    positions = [sample_positions(seq_id, len(seq), positions_per_sequence, seed) for seq_id, seq in zip(ids, seqs)]
+    row_of_token = np.concatenate([np.full(len(pos), row, dtype=np.int32) for row, pos in enumerate(positions)])
+    positions = np.concatenate(positions)
+    rows = torch.from_numpy(row_of_token).long()
+    cols = torch.from_numpy(positions + 1).long()
+    assert bool(mask[rows, cols].all()), "cached a non-residue position"
+    id_column = pa.DictionaryArray.from_arrays(pa.array(row_of_token), pa.array(ids)).cast(pa.string())
+    pos_column = pa.array(positions, pa.int32())
+    out = {}
+    np_dtype = STORAGE_DTYPES[storage_dtype][0]
+    for layer, states in hidden.items():
+        acts = states[rows.to(states.device), cols.to(states.device)]
+        acts = acts.to(torch.float16 if np_dtype is np.float16 else torch.float32).cpu().numpy()
+        out[layer] = pa.RecordBatch.from_arrays(
+            [id_column, pos_column, act_column(acts, storage_dtype)], schema=schemas[layer]
+        )
+    return out
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 24) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(shard_paths: Sequence[str | Path], stats_paths: Sequence[str | Path], layer: int,
+                   out_path: str | Path, dataset: str) -> dict:
+    """Manifest of one (dataset, layer) cache: model, layer, dtype, counts, per-shard checksums."""
+    shards = []
+    model = d_model = storage_dtype = positions = None
+    for shard_path, stats_path in zip(shard_paths, stats_paths):
+        parquet = pq.ParquetFile(shard_path)
+        meta = {k.decode(): json.loads(v) for k, v in parquet.schema_arrow.metadata.items()}
+        if meta["layer"] != layer:
+            raise ValueError(f"{shard_path} holds layer {meta['layer']}, expected {layer}")
+        if model is None:
+            model, d_model = meta["model"], meta["d_model"]
+            storage_dtype, positions = meta["storage_dtype"], meta["positions_per_sequence"]
+        elif meta["model"] != model:
+            raise ValueError(f"{shard_path} was cached with a different model than {shard_paths[0]}")
+        job = json.loads(Path(stats_path).read_text())
+        shards.append({
+            "path": str(shard_path),
+            "sha256": file_sha256(shard_path),
+            "bytes": Path(shard_path).stat().st_size,
+            "n_tokens": parquet.metadata.num_rows,
+            "n_sequences": job["n_sequences"],
+            "n_residues": job["n_residues"],
+        })
+    manifest = {
+        "dataset": dataset,
+        "layer": layer,
+        "model": model,
+        "d_model": d_model,
+        "storage_dtype": storage_dtype,
+        "positions_per_sequence": positions,
+        "n_shards": len(shards),
+        "n_tokens": sum(s["n_tokens"] for s in shards),
+        "n_sequences": sum(s["n_sequences"] for s in shards),
+        "n_residues": sum(s["n_residues"] for s in shards),
+        "bytes": sum(s["bytes"] for s in shards),
+        "protsae_version": __version__,
+        "shards": shards,
+    }
+    write_json(out_path, manifest)
+    return manifest
+
+
+def verify_manifest(manifest_path: str | Path) -> None:
+    """Raise if any shard listed in a manifest is missing or altered."""
+    manifest = json.loads(Path(manifest_path).read_text())
+    for shard in manifest["shards"]:
+        if file_sha256(shard["path"]) != shard["sha256"]:
+            raise ValueError(f"{shard['path']} does not match the checksum in {manifest_path}")
+
+
+def projected_cache_bytes(n_sequences: int, mean_length: float, d_model: int, storage_dtype: str = "float16",
+                          positions_per_sequence: int | None = None) -> float:
+    """Bytes of one layer's cache: tokens x d_model x element size (Parquet adds ~1-4%)."""
+    tokens_per_sequence = mean_length if positions_per_sequence is None else min(positions_per_sequence, mean_length)
+    element = np.dtype(STORAGE_DTYPES[storage_dtype][0]).itemsize
+    return n_sequences * tokens_per_sequence * d_model * element
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"

@@ -1,0 +1,314 @@
+"""Stream cached residual-stream activations as shuffled token batches.
+
+The caching stage writes Parquet shards with one row per residue: ``seq_id`` (string), ``pos``
+(int32) and ``act`` (``fixed_size_list<float16 | float32>[d_model]``). Training reads them with
+`ActivationStream`: record batches are decoded column-wise (no per-row Python), pushed through a
+bounded shuffle buffer, and emitted as ``(batch_size, d_model)`` float32 tensors. Memory is the
+buffer plus one record batch, whatever the size of the cache.
+
+A held-out split is drawn by sequence, not by token, so that evaluation never sees a residue of a
+protein the SAE was trained on: `is_heldout` hashes each unique ``seq_id`` with the split seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+
+ACT_COLUMN = "act"
+SEQ_ID_COLUMN = "seq_id"
+
+
+def shard_d_model(path: str | os.PathLike) -> int:
+    """``d_model`` of one shard: the ``act`` list size, checked against the ``d_model`` metadata."""
+    schema = pq.read_schema(path)
+    act_type = schema.field(ACT_COLUMN).type
+    if not pa.types.is_fixed_size_list(act_type):
+        raise ValueError(f"{path}: column {ACT_COLUMN!r} is {act_type}, expected fixed_size_list")
+    d_model = act_type.list_size
+    meta = schema.metadata or {}
+    if b"d_model" in meta and int(meta[b"d_model"]) != d_model:
+        raise ValueError(f"{path}: metadata d_model={int(meta[b'd_model'])} but act has {d_model} values")
+    return d_model
+
+
+def _heldout_ids(ids: pa.Array, holdout_fraction: float, seed: int) -> np.ndarray:
+    """For each id of ``ids`` (unique ids, one hash each), whether it is held out: bool."""
+    if holdout_fraction <= 0.0:
+        return np.zeros(len(ids), dtype=bool)
+    if holdout_fraction >= 1.0:
+        return np.ones(len(ids), dtype=bool)
+    key = seed.to_bytes(8, "little", signed=True)
+    threshold = int(holdout_fraction * 2**64)
+    return np.fromiter(
+        (
+            int.from_bytes(hashlib.blake2b(seq_id.encode(), digest_size=8, key=key).digest(), "little")
+            < threshold
+            for seq_id in ids.to_pylist()
+        ),
+        dtype=bool,
+        count=len(ids),
+    )
+
+
+def _dictionary(seq_ids: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
+    """Unique ids and, per row, the index of its id."""
+    encoded = pc.dictionary_encode(seq_ids)
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.combine_chunks()
+    return encoded.dictionary, encoded.indices.to_numpy(zero_copy_only=False)
+
+
+def is_heldout(seq_ids: pa.Array | pa.ChunkedArray, holdout_fraction: float, seed: int) -> np.ndarray:
+    """Per row, whether its sequence falls in the held-out split: ``(n_rows,)`` bool.
+
+    A sequence is held out when the BLAKE2b hash of its id keyed with ``seed``, read as a number
+    in [0, 1), falls below ``holdout_fraction``; the choice depends only on the id and ``seed``,
+    so every residue of a protein lands on the same side in every shard and every run. Hashing
+    runs once per unique id of the batch (dictionary encoding), not once per row.
+    """
+    ids, row_index = _dictionary(seq_ids)
+    return _heldout_ids(ids, holdout_fraction, seed)[row_index]
+
+
+def _keep_rows(
+    seq_ids: pa.Array, *, keep_heldout: bool, holdout_fraction: float, seed: int, exclude: pa.Array | None
+) -> np.ndarray:
+    """Per row, whether it belongs to the requested split and is not excluded: bool."""
+    ids, row_index = _dictionary(seq_ids)
+    keep_id = _heldout_ids(ids, holdout_fraction, seed)
+    if not keep_heldout:
+        keep_id = ~keep_id
+    if exclude is not None:
+        keep_id &= ~pc.is_in(ids, value_set=exclude).to_numpy(zero_copy_only=False)
+    return keep_id[row_index]
+
+
+def _activations(batch: pa.RecordBatch, d_model: int) -> np.ndarray:
+    """The ``act`` column of a record batch as ``(n_rows, d_model)`` numpy, in its stored dtype."""
+    column = batch.column(ACT_COLUMN)
+    # flatten() honours a slice offset, unlike .values.
+    return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, d_model)
+
+
+def _iter_rows(
+    paths: Sequence[str],
+    d_model: int,
+    *,
+    keep_heldout: bool,
+    holdout_fraction: float,
+    holdout_seed: int,
+    exclude: pa.Array | None,
+    read_batch_rows: int,
+    rng: np.random.Generator | None = None,
+) -> Iterator[np.ndarray]:
+    """Yield ``(rows, d_model)`` arrays of the selected split, shard by shard.
+
+    With ``rng``, shards and the row groups within each shard are visited in a random order.
+    """
+    order = rng.permutation(len(paths)) if rng is not None else range(len(paths))
+    for shard in order:
+        with pq.ParquetFile(paths[shard]) as parquet:
+            n_groups = parquet.metadata.num_row_groups
+            groups = rng.permutation(n_groups).tolist() if rng is not None else list(range(n_groups))
+            for batch in parquet.iter_batches(
+                batch_size=read_batch_rows, row_groups=groups, columns=[SEQ_ID_COLUMN, ACT_COLUMN]
+            ):
+                acts = _activations(batch, d_model)
+                keep = _keep_rows(
+                    batch.column(SEQ_ID_COLUMN),
+                    keep_heldout=keep_heldout,
+                    holdout_fraction=holdout_fraction,
+                    seed=holdout_seed,
+                    exclude=exclude,
+                )
+                if keep.all():
+                    yield acts
+                elif keep.any():
+                    yield acts[keep]
+
+
+class ShuffleBuffer:
+    """A fixed-capacity row buffer that emits uniformly drawn batches.
+
+    Rows are pushed in arrival order; whenever the buffer is full, ``batch_size`` rows drawn at
+    random leave it and the rows at its tail fill their slots. Every pushed row leaves exactly
+    once (the remainder through `drain`). The backing array is allocated once, so memory is
+    ``capacity * d_model * itemsize`` bytes throughout.
+    """
+
+    def __init__(self, capacity: int, d_model: int, batch_size: int, dtype: np.dtype, rng: np.random.Generator):
+        if capacity < batch_size:
+            raise ValueError(f"shuffle buffer ({capacity}) must hold at least one batch ({batch_size})")
+        self.rows = np.empty((capacity, d_model), dtype=dtype)
+        self.capacity = capacity
+        self.batch_size = batch_size
+        self.rng = rng
+        self.size = 0
+        self.max_size = 0
+
+    def push(self, chunk: np.ndarray) -> Iterator[np.ndarray]:
+        """Add ``chunk`` ``(rows, d_model)``, yielding a batch each time the buffer fills."""
+        start = 0
+        while start < len(chunk):
+            take = min(self.capacity - self.size, len(chunk) - start)
+            self.rows[self.size : self.size + take] = chunk[start : start + take]
+            self.size += take
+            start += take
+            self.max_size = max(self.max_size, self.size)
+            if self.size == self.capacity:
+                yield self._pop_random()
+
+    def _pop_random(self) -> np.ndarray:
+        n, bs = self.size, self.batch_size
+        picked = self.rng.choice(n, size=bs, replace=False)
+        batch = self.rows[picked]
+        tail_start = n - bs
+        # Picked rows in the front get refilled from the tail rows that were not picked.
+        holes = picked[picked < tail_start]
+        tail_picked = np.zeros(bs, dtype=bool)
+        tail_picked[picked[picked >= tail_start] - tail_start] = True
+        sources = tail_start + np.flatnonzero(~tail_picked)
+        self.rows[holes] = self.rows[sources]
+        self.size = tail_start
+        return batch
+
+    def drain(self, drop_last: bool) -> Iterator[np.ndarray]:
+        """Empty the buffer in random order: full batches, then the remainder unless ``drop_last``."""
+        order = self.rng.permutation(self.size)
+        stop = len(order) if not drop_last else len(order) - len(order) % self.batch_size
+        for start in range(0, stop, self.batch_size):
+            yield self.rows[order[start : start + self.batch_size]]
+        self.size = 0
+
+
+class ActivationStream:
+    """Shuffled ``(batch_size, d_model)`` token batches from activation shards.
+
+    Each epoch visits the shards, and the row groups inside each, in an order drawn from ``seed``;
+    rows pass through a `ShuffleBuffer` of ``shuffle_buffer`` tokens, which is carried over from
+    one epoch to the next. ``epochs=None`` streams forever; with an integer, the buffer is drained
+    at the end and the last partial batch is kept unless ``drop_last``. Iterating twice gives the
+    same batches.
+
+    Held-out sequences (`is_heldout` with ``holdout_fraction`` and ``holdout_seed``) and any id in
+    ``exclude_seq_ids`` never reach the stream; `read_heldout` reads the held-out side.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str | os.PathLike],
+        batch_size: int,
+        *,
+        shuffle_buffer: int = 2**17,
+        seed: int = 0,
+        epochs: int | None = None,
+        holdout_fraction: float = 0.0,
+        holdout_seed: int = 0,
+        exclude_seq_ids: Iterable[str] | None = None,
+        dtype: torch.dtype = torch.float32,
+        drop_last: bool = False,
+        read_batch_rows: int = 8192,
+    ):
+        if not paths:
+            raise ValueError("no activation shards given")
+        self.paths = [str(p) for p in paths]
+        d_models = {shard_d_model(p) for p in self.paths}
+        if len(d_models) != 1:
+            raise ValueError(f"shards disagree on d_model: {sorted(d_models)}")
+        self.d_model = d_models.pop()
+        self.storage_dtype = np.dtype(
+            np.float32
+            if any(pq.read_schema(p).field(ACT_COLUMN).type.value_type == pa.float32() for p in self.paths)
+            else np.float16
+        )
+        self.batch_size = batch_size
+        self.shuffle_buffer = shuffle_buffer
+        self.seed = seed
+        self.epochs = epochs
+        self.holdout_fraction = holdout_fraction
+        self.holdout_seed = holdout_seed
+        self.exclude = pa.array(sorted(set(exclude_seq_ids)), pa.string()) if exclude_seq_ids else None
+        self.dtype = dtype
+        self.drop_last = drop_last
+        self.read_batch_rows = read_batch_rows
+        self.buffer: ShuffleBuffer | None = None
+        """The buffer of the latest iteration, for inspection."""
+
+    def _rows(self, rng: np.random.Generator) -> Iterator[np.ndarray]:
+        return _iter_rows(
+            self.paths,
+            self.d_model,
+            keep_heldout=False,
+            holdout_fraction=self.holdout_fraction,
+            holdout_seed=self.holdout_seed,
+            exclude=self.exclude,
+            read_batch_rows=self.read_batch_rows,
+            rng=rng,
+        )
+
+    def _to_tensor(self, batch: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(batch).to(self.dtype)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        rng = np.random.default_rng(self.seed)
+        self.buffer = buffer = ShuffleBuffer(
+            self.shuffle_buffer, self.d_model, self.batch_size, self.storage_dtype, rng
+        )
+        epoch = 0
+        while self.epochs is None or epoch < self.epochs:
+            n_rows = 0
+            for chunk in self._rows(rng):
+                n_rows += len(chunk)
+                for batch in buffer.push(chunk):
+                    yield self._to_tensor(batch)
+            if n_rows == 0:
+                raise ValueError("the training split of the activation shards is empty")
+            epoch += 1
+        for batch in buffer.drain(self.drop_last):
+            yield self._to_tensor(batch)
+
+
+def read_heldout(
+    paths: Sequence[str | os.PathLike],
+    holdout_fraction: float,
+    seed: int,
+    max_tokens: int | None = None,
+    *,
+    dtype: torch.dtype = torch.float32,
+    read_batch_rows: int = 8192,
+) -> torch.Tensor:
+    """Held-out tokens (`is_heldout` with ``seed``) in shard order: ``(n_tokens, d_model)``.
+
+    At most ``max_tokens`` rows are read; the result may be empty.
+    """
+    paths = [str(p) for p in paths]
+    d_model = shard_d_model(paths[0])
+    parts: list[np.ndarray] = []
+    n_tokens = 0
+    limit = max_tokens if max_tokens is not None else float("inf")
+    if holdout_fraction > 0.0 and limit > 0:
+        for chunk in _iter_rows(
+            paths,
+            d_model,
+            keep_heldout=True,
+            holdout_fraction=holdout_fraction,
+            holdout_seed=seed,
+            exclude=None,
+            read_batch_rows=read_batch_rows,
+        ):
+            chunk = chunk[: int(min(len(chunk), limit - n_tokens))]
+            parts.append(chunk)
+            n_tokens += len(chunk)
+            if n_tokens >= limit:
+                break
+    if not parts:
+        return torch.empty(0, d_model, dtype=dtype)
+    return torch.from_numpy(np.concatenate(parts)).to(dtype)

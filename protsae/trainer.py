@@ -1,0 +1,316 @@
+"""Train one TopK SAE on cached activations and evaluate it on held-out sequences.
+
+The loss is the batch FVU (squared error normalised by the batch's total variance, Gao et al.'s
+"normalised MSE") plus ``auxk_coef`` times the AuxK loss. Being scale-free, it trains with the
+same learning rate whatever the activation norm of the layer; the plain MSE is logged beside it.
+Each step: forward, backward, remove the decoder gradients parallel to the decoder rows, clip
+the gradient norm, Adam step, renormalise the decoder rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from protsae.data import ActivationStream, read_heldout
+from protsae.sae import SAEConfig, TopKSAE
+from protsae.utils import atomic_path, write_json
+
+logger = logging.getLogger("protsae.trainer")
+
+
+def default_lr(n_latents: int) -> float:
+    """Gao et al.'s learning-rate scaling with dictionary size: 2e-4 / sqrt(n_latents / 16384)."""
+    return 2e-4 / math.sqrt(n_latents / 2**14)
+
+
+@dataclass
+class TrainConfig:
+    """How one SAE is trained and evaluated."""
+
+    n_tokens: int = 100_000_000
+    """Training tokens in all; the run takes ``n_tokens // batch_size`` steps."""
+
+    batch_size: int = 4096
+    """Tokens per step."""
+
+    lr: float | None = None
+    """Peak learning rate; default `default_lr` of the dictionary size."""
+
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 6.25e-10
+    """Adam settings (Gao et al.)."""
+
+    warmup_fraction: float = 0.05
+    """Share of the steps over which the learning rate rises linearly from 0."""
+
+    decay_fraction: float = 0.2
+    """Share of the steps, at the end, over which it falls linearly to 0."""
+
+    grad_clip_norm: float = 1.0
+    """Gradient norm clipping; 0 disables it."""
+
+    log_every: int = 100
+    """Steps between log lines and history rows."""
+
+    init_tokens: int = 4096
+    """Training tokens used to estimate ``b_pre`` (geometric median) and the input scale."""
+
+    holdout_fraction: float = 0.01
+    """Share of sequences held out for evaluation (chosen by hashing ``seq_id``)."""
+
+    holdout_seed: int = 0
+    """Seed of the held-out split; independent of ``seed`` so a seed sweep keeps the split."""
+
+    eval_tokens: int = 100_000
+    """Most held-out tokens evaluated."""
+
+    shuffle_buffer: int = 2**17
+    """Tokens in the shuffle buffer (memory: shuffle_buffer * d_model * 2 bytes for float16)."""
+
+    seed: int = 0
+    """Seed of the data order and of torch."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where to train; "auto" takes CUDA when available."""
+
+    autocast: Literal["none", "bf16"] = "none"
+    """bf16 autocast of the forward pass (the decoder gather stays float32)."""
+
+    def __post_init__(self):
+        self.betas = tuple(self.betas)
+        if self.n_tokens < self.batch_size:
+            raise ValueError(f"n_tokens={self.n_tokens} is less than one batch ({self.batch_size})")
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _lr_factor(step: int, n_steps: int, warmup_fraction: float, decay_fraction: float) -> float:
+    """Linear warm-up over the first steps, constant, linear decay to 0 over the last steps."""
+    warmup_steps = max(1, round(warmup_fraction * n_steps))
+    decay_steps = max(1, round(decay_fraction * n_steps))
+    decay_start = n_steps - decay_steps
+    factor = min(1.0, (step + 1) / warmup_steps)
+    if step >= decay_start:
+        factor = min(factor, (n_steps - step) / decay_steps)
+    return factor
+
+
+@torch.no_grad()
+def evaluate(sae: TopKSAE, tokens: torch.Tensor, batch_size: int = 4096) -> dict:
+    """Reconstruction metrics of ``sae`` on ``tokens`` ``(n, d_model)``.
+
+    Returns MSE (squared error summed over d_model, mean over tokens), FVU against the mean of
+    all ``tokens``, L0 (mean number of non-zero latents per token, <= k) and the share of latents
+    that never fire on ``tokens``.
+    """
+    sae.eval()
+    mean = tokens.mean(0, dtype=torch.float64).float().to(sae.device)
+    squared_error = total_variance = non_zero = 0.0
+    fired = torch.zeros(sae.cfg.n_latents, dtype=torch.bool, device=sae.device)
+    for start in range(0, len(tokens), batch_size):
+        x = tokens[start : start + batch_size].to(sae.device).float()
+        top_vals, top_idx = sae.encode(x)
+        x_hat = sae.decode(top_vals, top_idx)
+        squared_error += float((x - x_hat).pow(2).sum())
+        total_variance += float((x - mean).pow(2).sum())
+        active = top_vals > 0
+        non_zero += float(active.sum())
+        fired[top_idx[active]] = True
+    sae.train()
+    n = len(tokens)
+    return {
+        "mse": squared_error / n,
+        "fvu": squared_error / total_variance,
+        "l0": non_zero / n,
+        "never_fired_share": float((~fired).float().mean()),
+        "n_tokens": n,
+    }
+
+
+def _write_history(path: Path, history: list[dict]) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(history[0]))
+            writer.writeheader()
+            writer.writerows(history)
+
+
+def _plot_history(path: Path, history: list[dict], title: str | None) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    tokens = [row["tokens"] for row in history]
+    fig = Figure(figsize=(9, 3.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax_fvu, ax_dead = fig.subplots(1, 2)
+    ax_fvu.plot(tokens, [row["fvu"] for row in history])
+    ax_fvu.set_yscale("log")
+    ax_fvu.set_xlabel("training tokens")
+    ax_fvu.set_ylabel("FVU (training batch)")
+    ax_dead.plot(tokens, [row["dead_share"] for row in history])
+    ax_dead.set_xlabel("training tokens")
+    ax_dead.set_ylabel("share of dead latents")
+    ax_dead.set_ylim(bottom=0)
+    if title:
+        fig.suptitle(title)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+
+
+def train_sae(
+    shard_paths: Sequence[str | os.PathLike],
+    sae_config: SAEConfig,
+    train_config: TrainConfig,
+    out_dir: str | os.PathLike,
+    progress: bool = True,
+    title: str | None = None,
+) -> dict:
+    """Train an SAE on the activations in ``shard_paths`` and write it, with its evaluation, to
+    ``out_dir``: ``sae.safetensors``, ``config.json`` (SAE and training settings, provenance),
+    ``metrics.json``, ``history.csv`` and ``loss_curve.png`` (titled ``title``).
+
+    Returns the metrics written to ``metrics.json``.
+    """
+    out_dir = Path(out_dir)
+    shard_paths = [str(p) for p in shard_paths]
+    cfg = train_config
+    device = _device(cfg.device)
+    torch.manual_seed(cfg.seed)
+
+    stream = ActivationStream(
+        shard_paths,
+        cfg.batch_size,
+        shuffle_buffer=cfg.shuffle_buffer,
+        seed=cfg.seed,
+        holdout_fraction=cfg.holdout_fraction,
+        holdout_seed=cfg.holdout_seed,
+    )
+    if stream.d_model != sae_config.d_model:
+        raise ValueError(f"shards have d_model={stream.d_model}, SAE config says {sae_config.d_model}")
+    batches = iter(stream)
+
+    sae = TopKSAE(sae_config, device=device)
+    # The initialisation batches are trained on too; they are ordinary batches of the stream.
+    init_batches = list(itertools.islice(batches, math.ceil(cfg.init_tokens / cfg.batch_size)))
+    sae.initialize(torch.cat(init_batches))
+    batches = itertools.chain(init_batches, batches)
+
+    lr = cfg.lr if cfg.lr is not None else default_lr(sae_config.n_latents)
+    optimizer = torch.optim.Adam(sae.parameters(), lr=lr, betas=cfg.betas, eps=cfg.eps)
+    n_steps = cfg.n_tokens // cfg.batch_size
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: _lr_factor(step, n_steps, cfg.warmup_fraction, cfg.decay_fraction)
+    )
+    use_bf16 = cfg.autocast == "bf16"
+    tokens_since_fired = torch.zeros(sae_config.n_latents, dtype=torch.int64, device=device)
+
+    logger.info(
+        "training %s latents, k=%d, d_model=%d on %d shards: %d steps of %d tokens, lr %.3g, device %s",
+        sae_config.n_latents, sae_config.k, sae_config.d_model, len(shard_paths), n_steps,
+        cfg.batch_size, lr, device,
+    )
+    history: list[dict] = []
+    tokens_seen = 0
+    start_time = last_log_time = time.perf_counter()
+    last_log_tokens = 0
+    bar = tqdm(total=n_steps, unit="step", disable=not progress, desc="SAE")
+    for step in range(n_steps):
+        x = next(batches).to(device, non_blocking=True)
+        dead_mask = tokens_since_fired >= sae_config.dead_tokens_threshold
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            out = sae(x, dead_mask=dead_mask if bool(dead_mask.any()) else None)
+        loss = out.fvu.float() + sae_config.auxk_coef * out.auxk_loss.float()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        sae.remove_gradient_parallel_to_decoder_directions()
+        if cfg.grad_clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(sae.parameters(), cfg.grad_clip_norm)
+        optimizer.step()
+        scheduler.step()
+        sae.set_decoder_norm_to_unit_norm()
+
+        tokens_seen += len(x)
+        tokens_since_fired += len(x)
+        fired = out.latent_indices[out.latent_acts > 0]
+        tokens_since_fired[fired] = 0
+
+        if (step + 1) % cfg.log_every == 0 or step + 1 == n_steps:
+            now = time.perf_counter()
+            row = {
+                "step": step + 1,
+                "tokens": tokens_seen,
+                "lr": scheduler.get_last_lr()[0],
+                "loss": float(loss.detach()),
+                "mse": float(out.mse),
+                "fvu": float(out.fvu),
+                "l0": float((out.latent_acts > 0).sum(-1).float().mean()),
+                "dead_share": float(dead_mask.float().mean()),
+                "auxk_loss": float(out.auxk_loss),
+                "tokens_per_s": (tokens_seen - last_log_tokens) / max(now - last_log_time, 1e-9),
+            }
+            history.append(row)
+            last_log_time, last_log_tokens = now, tokens_seen
+            logger.info(
+                "tokens %d (%.0f/s): mse %.4g fvu %.4f L0 %.1f dead %.3f auxk %.4f",
+                row["tokens"], row["tokens_per_s"], row["mse"], row["fvu"], row["l0"],
+                row["dead_share"], row["auxk_loss"],
+            )
+            bar.set_postfix(fvu=f"{row['fvu']:.4f}", dead=f"{row['dead_share']:.3f}")
+        bar.update(1)
+    bar.close()
+    train_seconds = time.perf_counter() - start_time
+
+    # Held-out tokens stay in their stored precision until evaluated, batch by batch.
+    heldout = read_heldout(
+        shard_paths, cfg.holdout_fraction, cfg.holdout_seed, cfg.eval_tokens,
+        dtype=torch.float16 if stream.storage_dtype == np.float16 else torch.float32,
+    )
+    if len(heldout) == 0:
+        logger.warning("no held-out tokens (holdout_fraction=%s): evaluation skipped", cfg.holdout_fraction)
+        heldout_metrics = {"mse": None, "fvu": None, "l0": None, "never_fired_share": None, "n_tokens": 0}
+    else:
+        heldout_metrics = evaluate(sae, heldout, cfg.batch_size)
+    dead_share = float((tokens_since_fired >= sae_config.dead_tokens_threshold).float().mean())
+    metrics = {
+        "heldout_mse": heldout_metrics["mse"],
+        "heldout_fvu": heldout_metrics["fvu"],
+        "heldout_l0": heldout_metrics["l0"],
+        "heldout_never_fired_share": heldout_metrics["never_fired_share"],
+        "heldout_tokens": heldout_metrics["n_tokens"],
+        "dead_share": dead_share,
+        "dead_tokens_threshold": sae_config.dead_tokens_threshold,
+        "train_final_fvu": history[-1]["fvu"],
+        "tokens_seen": tokens_seen,
+        "steps": n_steps,
+        "train_seconds": train_seconds,
+        "tokens_per_s": tokens_seen / train_seconds,
+    }
+    logger.info("held-out: %s; dead share %.3f", heldout_metrics, dead_share)
+
+    sae.save(
+        out_dir,
+        extra_config={
+            "train": {**asdict(cfg), "lr": lr, "device": str(device)},
+            "data": {"shard_paths": shard_paths, "tokens_seen": tokens_seen},
+        },
+    )
+    write_json(out_dir / "metrics.json", metrics)
+    _write_history(out_dir / "history.csv", history)
+    _plot_history(out_dir / "loss_curve.png", history, title)
+    return metrics

@@ -1,0 +1,115 @@
+# Config look-ups and input functions shared by the stage rules.
+import itertools
+import sys
+
+from protsae.activations import human_bytes, projected_cache_bytes
+
+MODEL = config["model"]["name"]
+RESULTS = f"results/{MODEL}"
+LOGS = f"logs/{MODEL}"
+LAYERS = sorted(config["layers"])
+TRAIN_DATASET = config["sae"]["train_dataset"]
+
+wildcard_constraints:
+    dataset="[A-Za-z0-9_.-]+",
+    shard=r"\d+",
+    layer=r"\d+",
+    k=r"\d+",
+    width=r"\d+",
+    variant="[a-z0-9_]+",
+
+
+def dataset_config(dataset):
+    try:
+        return config["datasets"][dataset]
+    except KeyError:
+        raise ValueError(
+            f"no dataset {dataset!r} under 'datasets' in the config (have: {sorted(config['datasets'])})"
+        ) from None
+
+
+def shard_ids(dataset):
+    return range(dataset_config(dataset)["n_shards"])
+
+
+def sae_specs():
+    """Every SAE the sweeps ask for, once: dicts with variant, layer, k, width."""
+    specs = {}
+    for sweep in config["sae"]["sweeps"]:
+        for layer, k, width in itertools.product(sweep["layers"], sweep["k"], sweep["width"]):
+            spec = dict(variant=sweep.get("variant", "topk"), layer=layer, k=k, width=width)
+            specs[tuple(spec.values())] = spec
+    return list(specs.values())
+
+
+def sae_dir(variant, layer, k, width, dataset=TRAIN_DATASET):
+    return f"{RESULTS}/sae/{dataset}/layer{layer}/{variant}_k{k}_w{width}"
+
+
+def all_targets():
+    targets = [
+        f"{RESULTS}/activations/{TRAIN_DATASET}/layer{layer}/manifest.json" for layer in LAYERS
+    ]
+    targets += [f"{sae_dir(**spec)}/metrics.json" for spec in sae_specs()]
+    targets.append(f"{RESULTS}/sae/{TRAIN_DATASET}/summary.tsv")
+    return targets
+
+
+def _check_config():
+    if TRAIN_DATASET not in config["datasets"]:
+        raise ValueError(f"sae.train_dataset is {TRAIN_DATASET!r}, not a key of 'datasets'")
+    for spec in sae_specs():
+        if spec["layer"] not in LAYERS:
+            raise ValueError(
+                f"sae.sweeps asks for layer {spec['layer']}, which 'layers' does not cache ({LAYERS})"
+            )
+        if spec["k"] > spec["width"]:
+            raise ValueError(f"sae.sweeps: k={spec['k']} exceeds width={spec['width']}")
+    for name, dataset in config["datasets"].items():
+        if dataset["min_length"] > dataset["max_length"]:
+            raise ValueError(f"datasets.{name}: min_length exceeds max_length")
+
+
+def _projected_sizes():
+    """Print the projected size of each activation cache once, in the main process."""
+    lines = ["protsae: projected activation caches (per dataset, all layers):"]
+    for name, dataset in config["datasets"].items():
+        per_layer = projected_cache_bytes(
+            dataset["n_sequences"],
+            dataset["expected_mean_length"],
+            _d_model(),
+            config["activations"]["storage_dtype"],
+            dataset["positions_per_sequence"],
+        )
+        lines.append(
+            f"  {name}: {dataset['n_sequences']:,} sequences x {len(LAYERS)} layers, "
+            f"{human_bytes(per_layer)} per layer, {human_bytes(per_layer * len(LAYERS))} in all"
+        )
+    print("\n".join(lines), file=sys.stderr)
+
+
+def _d_model():
+    """d_model of the configured model without loading it (known shapes), else from its config."""
+    spec = config["model"]
+    if spec["kind"] == "unirep":
+        return spec["size"]
+    if spec["kind"] == "tiny_esm2":
+        return 32
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(spec.get("path") or spec["id"], local_files_only=True).hidden_size
+    except OSError:
+        # The checkpoint is not here (e.g. a dry run on a login node): use the published widths.
+        return {"esm2_t6_8M": 320, "esm2_t12_35M": 480, "esm2_t30_150M": 640, "esm2_t33_650M": 1280,
+                "esm2_t36_3B": 2560, "esm2_t48_15B": 5120}.get(_esm_prefix(spec["id"]), 1280)
+
+
+def _esm_prefix(model_id):
+    name = model_id.split("/")[-1]
+    return "_".join(name.split("_")[:3])
+
+
+_check_config()
+if workflow.is_main_process:
+    _projected_sizes()

@@ -1,0 +1,166 @@
+"""ActivationStream and the held-out split, on small shards written here."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from protsae.data import ActivationStream, is_heldout, read_heldout
+
+D_MODEL = 8
+
+
+def write_shard(
+    path: Path, seq_ids: list[str], lengths: list[int], acts: np.ndarray, row_group_size: int = 64
+) -> None:
+    """One shard in the caching stage's format: seq_id, pos, act fixed_size_list[d_model]."""
+    d_model = acts.shape[1]
+    table = pa.table(
+        {
+            "seq_id": pa.array([s for s, n in zip(seq_ids, lengths) for _ in range(n)], pa.string()),
+            "pos": pa.array(np.concatenate([np.arange(n, dtype=np.int32) for n in lengths])),
+            "act": pa.FixedSizeListArray.from_arrays(pa.array(acts.reshape(-1)), d_model),
+        }
+    ).replace_schema_metadata({b"d_model": str(d_model).encode()})
+    pq.write_table(table, path, row_group_size=row_group_size)
+
+
+def make_shards(tmp_path: Path, n_shards: int = 3, seqs_per_shard: int = 20, dtype=np.float16):
+    """Shards whose activations encode their own token number in column 0 (exact in float16 up
+    to 2048), so a batch can be traced back to the tokens it holds. Returns paths, seq id per
+    token, and the activations of all tokens."""
+    rng = np.random.default_rng(0)
+    paths, token_seq, all_acts = [], [], []
+    token = 0
+    for shard in range(n_shards):
+        seq_ids = [f"UniRef50_S{shard}_{i}" for i in range(seqs_per_shard)]
+        lengths = rng.integers(1, 15, size=seqs_per_shard).tolist()
+        n = sum(lengths)
+        acts = rng.normal(size=(n, D_MODEL)).astype(dtype)
+        acts[:, 0] = np.arange(token, token + n)
+        token += n
+        path = tmp_path / f"shard{shard}.parquet"
+        write_shard(path, seq_ids, lengths, acts, row_group_size=17)
+        paths.append(path)
+        token_seq += [s for s, k in zip(seq_ids, lengths) for _ in range(k)]
+        all_acts.append(acts)
+    return paths, token_seq, np.concatenate(all_acts)
+
+
+def token_numbers(batches) -> list[int]:
+    return [int(t) for batch in batches for t in batch[:, 0].tolist()]
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_round_trip(tmp_path, dtype):
+    paths, _, acts = make_shards(tmp_path, dtype=dtype)
+    stream = ActivationStream(paths, batch_size=7, shuffle_buffer=32, epochs=1, seed=1)
+    batches = list(stream)
+    assert all(b.dtype == torch.float32 and b.shape[1] == D_MODEL for b in batches)
+    assert all(len(b) == 7 for b in batches[:-1])
+    got = torch.cat(batches)
+    got = got[got[:, 0].argsort()]
+    np.testing.assert_array_equal(got.numpy(), acts.astype(np.float32))
+
+
+def test_each_token_once_per_epoch(tmp_path):
+    paths, token_seq, _ = make_shards(tmp_path)
+    n_tokens = len(token_seq)
+    one = token_numbers(ActivationStream(paths, batch_size=5, shuffle_buffer=16, epochs=1, seed=3))
+    assert sorted(one) == list(range(n_tokens))
+    # Shuffled: far from the stored order.
+    assert np.corrcoef(one, np.arange(n_tokens))[0, 1] < 0.999
+    assert one != list(range(n_tokens))
+    two = token_numbers(ActivationStream(paths, batch_size=5, shuffle_buffer=16, epochs=2, seed=3))
+    assert Counter(two) == Counter({t: 2 for t in range(n_tokens)})
+
+
+def test_drop_last_keeps_only_full_batches(tmp_path):
+    paths, token_seq, _ = make_shards(tmp_path)
+    batches = list(ActivationStream(paths, batch_size=6, shuffle_buffer=24, epochs=1, drop_last=True))
+    assert all(len(b) == 6 for b in batches)
+    assert len(batches) == len(token_seq) // 6
+
+
+def test_deterministic_for_a_seed(tmp_path):
+    paths, _, _ = make_shards(tmp_path)
+
+    def run(seed):
+        return token_numbers(ActivationStream(paths, batch_size=8, shuffle_buffer=40, epochs=2, seed=seed))
+
+    assert run(5) == run(5)
+    assert run(5) != run(6)
+    stream = ActivationStream(paths, batch_size=8, shuffle_buffer=40, epochs=2, seed=5)
+    assert token_numbers(stream) == token_numbers(stream)
+
+
+def test_infinite_stream_keeps_going(tmp_path):
+    paths, token_seq, _ = make_shards(tmp_path, n_shards=1, seqs_per_shard=5)
+    stream = iter(ActivationStream(paths, batch_size=16, shuffle_buffer=32))
+    batches = [next(stream) for _ in range(10 * len(token_seq) // 16 + 1)]
+    assert all(len(b) == 16 for b in batches)
+
+
+def test_buffer_memory_is_bounded(tmp_path):
+    paths, token_seq, _ = make_shards(tmp_path, seqs_per_shard=40)
+    capacity = 24
+    stream = ActivationStream(paths, batch_size=4, shuffle_buffer=capacity, epochs=1, read_batch_rows=50)
+    for _ in stream:
+        assert stream.buffer.size <= capacity
+    assert len(token_seq) > 10 * capacity
+    assert stream.buffer.max_size == capacity
+    assert stream.buffer.rows.shape == (capacity, D_MODEL)
+    assert stream.buffer.rows.dtype == np.float16
+
+
+def test_heldout_and_training_split_by_sequence(tmp_path):
+    paths, token_seq, _ = make_shards(tmp_path)
+    fraction, seed = 0.3, 11
+    train = token_numbers(
+        ActivationStream(paths, batch_size=5, shuffle_buffer=16, epochs=1, holdout_fraction=fraction, holdout_seed=seed)
+    )
+    heldout = token_numbers([read_heldout(paths, fraction, seed)])
+    assert set(train).isdisjoint(heldout)
+    assert sorted(train + heldout) == list(range(len(token_seq)))
+    # By sequence: no protein has residues on both sides.
+    train_seqs = {token_seq[t] for t in train}
+    heldout_seqs = {token_seq[t] for t in heldout}
+    assert train_seqs.isdisjoint(heldout_seqs)
+    assert 0.1 < len(heldout_seqs) / len(set(token_seq)) < 0.5
+    # read_heldout honours max_tokens and reads the same tokens again.
+    assert token_numbers([read_heldout(paths, fraction, seed, max_tokens=10)]) == heldout[:10]
+    assert read_heldout(paths, 0.0, seed).shape == (0, D_MODEL)
+
+
+def test_heldout_hash_is_stable_and_seeded():
+    ids = pa.array([f"seq{i}" for i in range(2000)] * 2)
+    a = is_heldout(ids, 0.1, seed=0)
+    assert a.shape == (4000,) and a.dtype == bool
+    np.testing.assert_array_equal(a[:2000], a[2000:])
+    np.testing.assert_array_equal(a, is_heldout(ids, 0.1, seed=0))
+    assert 0.07 < a.mean() < 0.13
+    assert (a != is_heldout(ids, 0.1, seed=1)).any()
+    # A larger fraction holds out a superset.
+    assert (is_heldout(ids, 0.2, seed=0) >= a).all()
+
+
+def test_exclude_seq_ids(tmp_path):
+    paths, token_seq, _ = make_shards(tmp_path)
+    excluded = {"UniRef50_S0_1", "UniRef50_S2_5"}
+    got = token_numbers(
+        ActivationStream(paths, batch_size=5, shuffle_buffer=16, epochs=1, exclude_seq_ids=excluded)
+    )
+    assert sorted(got) == [t for t, s in enumerate(token_seq) if s not in excluded]
+
+
+def test_rejects_mismatched_d_model(tmp_path):
+    write_shard(tmp_path / "a.parquet", ["x"], [3], np.zeros((3, 4), np.float16))
+    write_shard(tmp_path / "b.parquet", ["y"], [3], np.zeros((3, 6), np.float16))
+    with pytest.raises(ValueError, match="d_model"):
+        ActivationStream([tmp_path / "a.parquet", tmp_path / "b.parquet"], batch_size=2, shuffle_buffer=4)

@@ -1,0 +1,40 @@
+"""Snakemake script: cache the configured layers of one shard as Parquet."""
+
+from pathlib import Path
+
+import torch
+
+from protsae.activations import cache_activations, human_bytes
+from protsae.models import load_model
+from protsae.sequences import read_sequences
+from protsae.utils import setup_logging, write_json
+
+log = setup_logging(snakemake.log[0])
+torch.set_num_threads(snakemake.threads)
+settings = snakemake.params.activations
+layers = snakemake.params.layers
+shard_fasta = Path(snakemake.input.shards) / f"shard{snakemake.wildcards.shard}.fasta"
+sequences = read_sequences(shard_fasta)
+model = load_model(snakemake.params.model)
+log.info("model %s on %s (autocast %s): %d layers of d_model %d; caching layers %s of %d sequences from %s",
+         model.name, model.device, model.autocast_dtype, model.n_layers, model.d_model, layers,
+         len(sequences), shard_fasta)
+stats = cache_activations(
+    model,
+    sequences,
+    layers,
+    dict(zip(layers, snakemake.output.parquet)),
+    max_tokens=settings["max_tokens"],
+    storage_dtype=settings["storage_dtype"],
+    positions_per_sequence=snakemake.params.positions_per_sequence,
+    seed=settings["position_seed"],
+    compression=settings["compression"],
+    metadata={"dataset": snakemake.wildcards.dataset, "shard": int(snakemake.wildcards.shard)},
+)
+summary = stats.as_dict()
+log.info("cached %d residues (%d tokens per layer) of %d sequences in %.1f s: %.0f residues/s, "
+         "forward %.1f s, padding %.1f%%, %s per layer",
+         stats.n_residues, stats.n_tokens, stats.n_sequences, stats.total_seconds,
+         summary["residues_per_second"], stats.forward_seconds, 100 * summary["padding_share"],
+         human_bytes(Path(snakemake.output.parquet[0]).stat().st_size))
+write_json(snakemake.output.stats, summary)
