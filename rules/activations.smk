@@ -12,9 +12,9 @@ rule cache_activations:
         ),
         stats=f"{RESULTS}/activations/{{dataset}}/stats/shard{{shard}}.json",
     params:
-        model=config["model"],
+        model=canonical(config["model"]),
         layers=LAYERS,
-        activations=config["activations"],
+        activations=canonical(config["activations"]),
         positions_per_sequence=lambda wc: dataset_config(wc.dataset)["positions_per_sequence"],
     log:
         f"{LOGS}/activations/{{dataset}}/shard{{shard}}.log",

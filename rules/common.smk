@@ -19,6 +19,21 @@ wildcard_constraints:
     variant="[a-z0-9_]+",
 
 
+def canonical(value):
+    """``value`` with dict keys sorted at every level: Snakemake compares params by their text,
+    so key order must not make an unchanged config look changed."""
+    if isinstance(value, dict):
+        return {key: canonical(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [canonical(item) for item in value]
+    return value
+
+
+def model_identity():
+    """The model keys that decide which weights are read (not where or how they run)."""
+    return canonical({k: v for k, v in config["model"].items() if k in ("kind", "id", "path", "size", "seed")})
+
+
 def dataset_config(dataset):
     try:
         return config["datasets"][dataset]

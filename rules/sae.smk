@@ -12,7 +12,7 @@ rule train_sae:
         curve=f"{RESULTS}/sae/{{dataset}}/layer{{layer}}/{{variant}}_k{{k}}_w{{width}}/loss_curve.png",
         history=f"{RESULTS}/sae/{{dataset}}/layer{{layer}}/{{variant}}_k{{k}}_w{{width}}/history.csv",
     params:
-        training=config["sae"]["training"],
+        training=canonical(config["sae"]["training"]),
     log:
         f"{LOGS}/sae/{{dataset}}/layer{{layer}}/{{variant}}_k{{k}}_w{{width}}.log",
     benchmark:

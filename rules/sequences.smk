@@ -10,8 +10,8 @@ rule sample_sequences:
         stats=f"{RESULTS}/sequences/{{dataset}}/stats.json",
         shards=directory(f"{RESULTS}/sequences/{{dataset}}/shards"),
     params:
-        dataset=lambda wc: dataset_config(wc.dataset),
-        model=config["model"],
+        dataset=lambda wc: canonical(dataset_config(wc.dataset)),
+        model=model_identity(),
     log:
         f"{LOGS}/sequences/{{dataset}}.log",
     benchmark:

@@ -1,0 +1,25 @@
+"""Snakemake script: one table of the metrics of every SAE of the sweeps."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from protsae.utils import atomic_path, setup_logging
+
+log = setup_logging(snakemake.log[0])
+rows = []
+for path in snakemake.input.metrics:
+    config = json.loads((Path(path).parent / "config.json").read_text())
+    rows.append({
+        "layer": int(Path(path).parent.parent.name.removeprefix("layer")),
+        "variant": config["variant"],
+        "k": config["k"],
+        "width": config["n_latents"],
+        **json.loads(Path(path).read_text()),
+        "path": str(Path(path).parent),
+    })
+table = pd.DataFrame(rows).sort_values(["layer", "variant", "k", "width"])
+with atomic_path(snakemake.output[0]) as tmp:
+    table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+log.info("\n%s", table.drop(columns="path").to_string(index=False))

@@ -1,0 +1,46 @@
+"""Snakemake script: train one SAE of the sweep on the cached shards of its layer."""
+
+import json
+from pathlib import Path
+
+import torch
+
+from protsae.sae import SAEConfig
+from protsae.trainer import TrainConfig, train_sae
+from protsae.utils import setup_logging
+
+log = setup_logging(snakemake.log[0])
+torch.set_num_threads(snakemake.threads)
+manifest = json.loads(Path(snakemake.input.manifest).read_text())
+training = snakemake.params.training
+wc = snakemake.wildcards
+sae_config = SAEConfig(
+    d_model=manifest["d_model"],
+    n_latents=int(wc.width),
+    k=int(wc.k),
+    variant=wc.variant,
+    k_aux=training["k_aux"],
+    dead_tokens_threshold=training["dead_tokens_threshold"],
+    auxk_coef=training["auxk_coef"],
+    normalize_input=training["normalize_input"],
+    seed=training["seed"],
+)
+train_config = TrainConfig(
+    n_tokens=training["n_tokens"],
+    batch_size=training["batch_size"],
+    lr=training["lr"],
+    holdout_fraction=training["holdout_fraction"],
+    eval_tokens=training["eval_tokens"],
+    shuffle_buffer=training["shuffle_buffer"],
+    seed=training["seed"],
+    device=training["device"],
+    autocast=training["autocast"],
+)
+metrics = train_sae(
+    [shard["path"] for shard in manifest["shards"]],
+    sae_config,
+    train_config,
+    out_dir=Path(snakemake.output.weights).parent,
+    title=f"{manifest['model']['name']} layer {wc.layer}: {wc.variant}, k={wc.k}, width={wc.width}",
+)
+log.info("metrics: %s", metrics)
