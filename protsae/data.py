@@ -13,6 +13,7 @@ protein the SAE was trained on: `is_heldout` hashes each unique ``seq_id`` with 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from typing import Iterable, Iterator, Sequence
 
@@ -34,8 +35,9 @@ def shard_d_model(path: str | os.PathLike) -> int:
         raise ValueError(f"{path}: column {ACT_COLUMN!r} is {act_type}, expected fixed_size_list")
     d_model = act_type.list_size
     meta = schema.metadata or {}
-    if b"d_model" in meta and int(meta[b"d_model"]) != d_model:
-        raise ValueError(f"{path}: metadata d_model={int(meta[b'd_model'])} but act has {d_model} values")
+    # The caching stage writes metadata values as JSON.
+    if b"d_model" in meta and int(json.loads(meta[b"d_model"])) != d_model:
+        raise ValueError(f"{path}: metadata d_model={meta[b'd_model']!r} but act has {d_model} values")
     return d_model
 
 
@@ -200,6 +202,7 @@ class ActivationStream:
 
     Held-out sequences (`is_heldout` with ``holdout_fraction`` and ``holdout_seed``) and any id in
     ``exclude_seq_ids`` never reach the stream; `read_heldout` reads the held-out side.
+    ``dtype=None`` yields batches in the stored precision (to widen them on the GPU instead).
     """
 
     def __init__(
@@ -213,7 +216,7 @@ class ActivationStream:
         holdout_fraction: float = 0.0,
         holdout_seed: int = 0,
         exclude_seq_ids: Iterable[str] | None = None,
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | None = torch.float32,
         drop_last: bool = False,
         read_batch_rows: int = 8192,
     ):
@@ -255,7 +258,8 @@ class ActivationStream:
         )
 
     def _to_tensor(self, batch: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(batch).to(self.dtype)
+        tensor = torch.from_numpy(batch)
+        return tensor if self.dtype is None else tensor.to(self.dtype)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         rng = np.random.default_rng(self.seed)
@@ -282,10 +286,11 @@ def read_heldout(
     seed: int,
     max_tokens: int | None = None,
     *,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = torch.float32,
     read_batch_rows: int = 8192,
 ) -> torch.Tensor:
-    """Held-out tokens (`is_heldout` with ``seed``) in shard order: ``(n_tokens, d_model)``.
+    """Held-out tokens (`is_heldout` with ``seed``) in shard order: ``(n_tokens, d_model)``,
+    in ``dtype`` (``None``: the stored precision).
 
     At most ``max_tokens`` rows are read; the result may be empty.
     """
@@ -310,5 +315,6 @@ def read_heldout(
             if n_tokens >= limit:
                 break
     if not parts:
-        return torch.empty(0, d_model, dtype=dtype)
-    return torch.from_numpy(np.concatenate(parts)).to(dtype)
+        return torch.empty(0, d_model, dtype=dtype or torch.float32)
+    tokens = torch.from_numpy(np.concatenate(parts))
+    return tokens if dtype is None else tokens.to(dtype)

@@ -157,7 +157,13 @@ class TopKSAE(nn.Module):
 
     def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
         """Encoder pre-activations ``W_enc (x * scale - b_pre) + b_enc``, ``(batch, n_latents)``."""
-        return F.linear(x * self.input_scale - self.b_pre, self.W_enc, self.b_enc)
+        # The input is centred before the matmul (cancellation would cost precision under bf16),
+        # but with b_pre detached, so autograd skips the (batch, n_latents) x (n_latents, d_model)
+        # product that only b_pre's gradient needs. The bias correction is exactly zero and
+        # restores that gradient, -W_enc^T sum_t grad_t, with one matrix-vector product.
+        centred = x * self.input_scale - self.b_pre.detach()
+        b_pre_grad_path = F.linear(self.b_pre - self.b_pre.detach(), self.W_enc.detach())
+        return F.linear(centred, self.W_enc, self.b_enc - b_pre_grad_path)
 
     def _select(self, pre_acts: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         top_vals, top_idx = pre_acts.topk(k, dim=-1, sorted=False)

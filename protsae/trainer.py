@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal, Sequence
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -200,6 +199,8 @@ def train_sae(
         seed=cfg.seed,
         holdout_fraction=cfg.holdout_fraction,
         holdout_seed=cfg.holdout_seed,
+        # Batches travel in their stored precision and are widened on the device.
+        dtype=None,
     )
     if stream.d_model != sae_config.d_model:
         raise ValueError(f"shards have d_model={stream.d_model}, SAE config says {sae_config.d_model}")
@@ -208,7 +209,7 @@ def train_sae(
     sae = TopKSAE(sae_config, device=device)
     # The initialisation batches are trained on too; they are ordinary batches of the stream.
     init_batches = list(itertools.islice(batches, math.ceil(cfg.init_tokens / cfg.batch_size)))
-    sae.initialize(torch.cat(init_batches))
+    sae.initialize(torch.cat(init_batches).to(device).float())
     batches = itertools.chain(init_batches, batches)
 
     lr = cfg.lr if cfg.lr is not None else default_lr(sae_config.n_latents)
@@ -231,7 +232,7 @@ def train_sae(
     last_log_tokens = 0
     bar = tqdm(total=n_steps, unit="step", disable=not progress, desc="SAE")
     for step in range(n_steps):
-        x = next(batches).to(device, non_blocking=True)
+        x = next(batches).to(device, non_blocking=True).float()
         dead_mask = tokens_since_fired >= sae_config.dead_tokens_threshold
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             out = sae(x, dead_mask=dead_mask if bool(dead_mask.any()) else None)
@@ -256,12 +257,12 @@ def train_sae(
                 "step": step + 1,
                 "tokens": tokens_seen,
                 "lr": scheduler.get_last_lr()[0],
-                "loss": float(loss.detach()),
-                "mse": float(out.mse),
-                "fvu": float(out.fvu),
-                "l0": float((out.latent_acts > 0).sum(-1).float().mean()),
-                "dead_share": float(dead_mask.float().mean()),
-                "auxk_loss": float(out.auxk_loss),
+                "loss": loss.item(),
+                "mse": out.mse.item(),
+                "fvu": out.fvu.item(),
+                "l0": (out.latent_acts > 0).sum(-1).float().mean().item(),
+                "dead_share": dead_mask.float().mean().item(),
+                "auxk_loss": out.auxk_loss.item(),
                 "tokens_per_s": (tokens_seen - last_log_tokens) / max(now - last_log_time, 1e-9),
             }
             history.append(row)
@@ -277,10 +278,7 @@ def train_sae(
     train_seconds = time.perf_counter() - start_time
 
     # Held-out tokens stay in their stored precision until evaluated, batch by batch.
-    heldout = read_heldout(
-        shard_paths, cfg.holdout_fraction, cfg.holdout_seed, cfg.eval_tokens,
-        dtype=torch.float16 if stream.storage_dtype == np.float16 else torch.float32,
-    )
+    heldout = read_heldout(shard_paths, cfg.holdout_fraction, cfg.holdout_seed, cfg.eval_tokens, dtype=None)
     if len(heldout) == 0:
         logger.warning("no held-out tokens (holdout_fraction=%s): evaluation skipped", cfg.holdout_fraction)
         heldout_metrics = {"mse": None, "fvu": None, "l0": None, "never_fired_share": None, "n_tokens": 0}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -21,14 +22,17 @@ def write_shard(
 ) -> None:
     """One shard in the caching stage's format: seq_id, pos, act fixed_size_list[d_model]."""
     d_model = acts.shape[1]
+    flat = acts.reshape(-1)
+    # pa.array converts float16 element by element; relabelling the integer view does not.
+    values = pa.array(flat.view(np.uint16)).view(pa.float16()) if flat.dtype == np.float16 else pa.array(flat)
     table = pa.table(
         {
             "seq_id": pa.array([s for s, n in zip(seq_ids, lengths) for _ in range(n)], pa.string()),
             "pos": pa.array(np.concatenate([np.arange(n, dtype=np.int32) for n in lengths])),
-            "act": pa.FixedSizeListArray.from_arrays(pa.array(acts.reshape(-1)), d_model),
+            "act": pa.FixedSizeListArray.from_arrays(values, d_model),
         }
-    ).replace_schema_metadata({b"d_model": str(d_model).encode()})
-    pq.write_table(table, path, row_group_size=row_group_size)
+    ).replace_schema_metadata({b"d_model": json.dumps(d_model).encode()})
+    pq.write_table(table, path, row_group_size=row_group_size, use_dictionary=["seq_id"], compression="none")
 
 
 def make_shards(tmp_path: Path, n_shards: int = 3, seqs_per_shard: int = 20, dtype=np.float16):
@@ -67,6 +71,13 @@ def test_round_trip(tmp_path, dtype):
     got = torch.cat(batches)
     got = got[got[:, 0].argsort()]
     np.testing.assert_array_equal(got.numpy(), acts.astype(np.float32))
+
+
+def test_stored_precision_on_request(tmp_path):
+    paths, token_seq, _ = make_shards(tmp_path)
+    batches = list(ActivationStream(paths, batch_size=64, shuffle_buffer=128, epochs=1, dtype=None))
+    assert all(b.dtype == torch.float16 for b in batches)
+    assert read_heldout(paths, 0.5, 0, dtype=None).dtype == torch.float16
 
 
 def test_each_token_once_per_epoch(tmp_path):
