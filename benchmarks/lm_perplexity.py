@@ -25,7 +25,7 @@ import torch
 from protsae.models.unirep import UniRep, package_weights_path
 from protsae.utils import write_json
 
-DATA = Path("/work/shared/data")
+DATA = Path(__file__).resolve().parent.parent / "resources" / "demo"
 
 
 def read_fasta(path: Path) -> list[str]:
@@ -107,7 +107,7 @@ def main() -> None:
     # One thread by default: the per-step matmuls are small, and on a 2-core machine shared with
     # other jobs two intra-op threads ran 4-8 times slower than one (they wait on each other).
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads; 0 keeps torch's default")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/lm_perplexity.json"))
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "lm_perplexity.json")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import queue
-import threading
 import time
 import zlib
 from contextlib import ExitStack
@@ -32,7 +30,7 @@ from .utils import atomic_path, write_json
 log = logging.getLogger("protsae.activations")
 
 FORMAT_VERSION = 1
-STORAGE_DTYPES = {"float16": (np.float16, np.uint16, pa.float16()), "float32": (np.float32, np.uint32, pa.float32())}
+STORAGE_DTYPES = {"float16": (np.float16, torch.float16, pa.float16()), "float32": (np.float32, torch.float32, pa.float32())}
 # Measured on the demo cache (benchmarks/cache_throughput.py): zstd and lz4 shrink float16
 # activations by under 10% while writing slower, so shards are stored uncompressed by default.
 DEFAULT_COMPRESSION = "none"
@@ -77,14 +75,10 @@ def sample_positions(seq_id: str, length: int, n_positions: int | None, seed: in
 
 
 def act_column(acts: np.ndarray, storage_dtype: str = "float16") -> pa.FixedSizeListArray:
-    """(n, d_model) array -> fixed_size_list column, built from the flat buffer (no per-row work).
-
-    ``pa.array`` on a float16 numpy array converts element by element; viewing the buffer as
-    unsigned integers and relabelling the type is ~5000x faster and bit-identical.
-    """
-    np_dtype, int_view, arrow_type = STORAGE_DTYPES[storage_dtype]
+    """(n, d_model) array -> fixed_size_list column over the same buffer (no copy, no per-row work)."""
+    np_dtype, _, arrow_type = STORAGE_DTYPES[storage_dtype]
     flat = np.ascontiguousarray(acts, dtype=np_dtype).reshape(-1)
-    values = pa.array(flat.view(int_view)).view(arrow_type)
+    values = pa.Array.from_buffers(arrow_type, len(flat), [None, pa.py_buffer(flat)])
     return pa.FixedSizeListArray.from_arrays(values, acts.shape[1])
 
 
@@ -127,10 +121,11 @@ class CacheStats:
 
 
 class _ShardWriters:
-    """One ParquetWriter per layer, fed from a background thread.
+    """One ParquetWriter per layer over temporary files, renamed into place together on success.
 
-    Parquet encoding releases the GIL, so it overlaps the next batch's forward pass; the queue
-    is bounded, so memory stays at a couple of batches whatever the shard size.
+    Batches are encoded in the caller's thread: on 2 cores a background writer thread fought
+    torch's threads and cost 34% over the forward pass, against 11% inline
+    (benchmarks/cache_throughput.py). Rows are gathered into row groups of ``row_group_rows``.
     """
 
     def __init__(self, paths: dict[int, Path], schemas: dict[int, pa.Schema], compression: str,
@@ -139,39 +134,27 @@ class _ShardWriters:
         self._writers = {}
         for layer, path in paths.items():
             tmp = self._stack.enter_context(atomic_path(path))
-            self._writers[layer] = pq.ParquetWriter(
-                tmp,
-                schemas[layer],
-                compression=compression,
-                use_dictionary=["seq_id"],
-                write_statistics=["seq_id", "pos"],
+            self._writers[layer] = self._stack.enter_context(
+                pq.ParquetWriter(
+                    tmp,
+                    schemas[layer],
+                    compression=compression,
+                    # Dictionary-encoding or min/max statistics on the activations slow writing
+                    # and reading several-fold for nothing.
+                    use_dictionary=["seq_id"],
+                    write_statistics=["seq_id", "pos"],
+                )
             )
         self._row_group_rows = row_group_rows
         self._pending: dict[int, list[pa.RecordBatch]] = {layer: [] for layer in paths}
         self._pending_rows = 0
-        self._queue: queue.Queue = queue.Queue(maxsize=2)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._drain, daemon=True)
-        self._thread.start()
 
-    def put(self, batches: dict[int, pa.RecordBatch]) -> None:
-        if self._error:
-            raise self._error
-        self._queue.put(batches)
-
-    def _drain(self) -> None:
-        try:
-            while (item := self._queue.get()) is not None:
-                for layer, batch in item.items():
-                    self._pending[layer].append(batch)
-                self._pending_rows += next(iter(item.values())).num_rows
-                if self._pending_rows >= self._row_group_rows:
-                    self._flush()
+    def write(self, batches: dict[int, pa.RecordBatch]) -> None:
+        for layer, batch in batches.items():
+            self._pending[layer].append(batch)
+        self._pending_rows += next(iter(batches.values())).num_rows
+        if self._pending_rows >= self._row_group_rows:
             self._flush()
-        except BaseException as err:  # surfaced to the producer on its next put/close
-            self._error = err
-            while self._queue.get() is not None:
-                pass
 
     def _flush(self) -> None:
         for layer, batches in self._pending.items():
@@ -180,21 +163,14 @@ class _ShardWriters:
             self._pending[layer] = []
         self._pending_rows = 0
 
-    def close(self, success: bool) -> None:
-        """Finish the files; they are renamed into place only when ``success``."""
-        self._queue.put(None)
-        self._thread.join()
-        for writer in self._writers.values():
-            writer.close()
-        if self._error or not success:
-            # Leaving the atomic_path contexts with an exception deletes the temporary files.
-            try:
-                self._stack.__exit__(RuntimeError, RuntimeError("caching failed"), None)
-            finally:
-                if self._error:
-                    raise self._error
-            return
-        self._stack.close()
+    def __enter__(self) -> "_ShardWriters":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        """Close the files; an exception deletes them (atomic_path), success renames them."""
+        if exc_info[0] is None:
+            self._flush()
+        self._stack.__exit__(*exc_info)
 
 
 def cache_activations(
@@ -239,12 +215,10 @@ def cache_activations(
     lengths = [len(seq) for _, seq in sequences]
     batches = token_budget_batches(lengths, max_tokens)
     stats = CacheStats()
-    writers = _ShardWriters({l: Path(p) for l, p in out_paths.items()}, schemas, compression, row_group_rows)
     start = time.perf_counter()
-    ok = False
-    try:
-        bar = tqdm(total=sum(lengths), unit="res", unit_scale=True, desc="caching", disable=not progress,
-                   mininterval=2.0)
+    bar = tqdm(total=sum(lengths), unit="res", unit_scale=True, desc="caching", disable=not progress,
+               mininterval=2.0)
+    with _ShardWriters({l: Path(p) for l, p in out_paths.items()}, schemas, compression, row_group_rows) as writers:
         for index_batch in batches:
             ids = [sequences[i][0] for i in index_batch]
             seqs = [sequences[i][1] for i in index_batch]
@@ -252,16 +226,13 @@ def cache_activations(
             tokens = model.tokenize(seqs)
             hidden = model.hidden_states(tokens, layers)
             stats.forward_seconds += time.perf_counter() - tick
-            writers.put(_batch_tables(ids, seqs, tokens.residue_mask, hidden, positions_per_sequence, seed,
-                                      storage_dtype, schemas))
+            writers.write(_batch_tables(ids, seqs, tokens.residue_mask, hidden, positions_per_sequence, seed,
+                                        storage_dtype, schemas))
             stats.n_sequences += len(seqs)
             stats.n_residues += tokens.n_residues
             stats.padded_tokens += tokens.input_ids.numel()
             bar.update(tokens.n_residues)
-        bar.close()
-        ok = True
-    finally:
-        writers.close(success=ok)
+    bar.close()
     stats.total_seconds = time.perf_counter() - start
     for layer in layers:
         n_rows = pq.ParquetFile(out_paths[layer]).metadata.num_rows
@@ -283,10 +254,9 @@ def _batch_tables(ids, seqs, residue_mask, hidden, positions_per_sequence, seed,
     id_column = pa.DictionaryArray.from_arrays(pa.array(row_of_token), pa.array(ids)).cast(pa.string())
     pos_column = pa.array(positions, pa.int32())
     out = {}
-    np_dtype = STORAGE_DTYPES[storage_dtype][0]
+    torch_dtype = STORAGE_DTYPES[storage_dtype][1]
     for layer, states in hidden.items():
-        acts = states[rows.to(states.device), cols.to(states.device)]
-        acts = acts.to(torch.float16 if np_dtype is np.float16 else torch.float32).cpu().numpy()
+        acts = states[rows.to(states.device), cols.to(states.device)].to(torch_dtype).cpu().numpy()
         out[layer] = pa.RecordBatch.from_arrays(
             [id_column, pos_column, act_column(acts, storage_dtype)], schema=schemas[layer]
         )

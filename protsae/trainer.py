@@ -230,7 +230,9 @@ def train_sae(
     tokens_seen = 0
     start_time = last_log_time = time.perf_counter()
     last_log_tokens = 0
-    bar = tqdm(total=n_steps, unit="step", disable=not progress, desc="SAE")
+    # About 200 points on the loss curve, whatever the run length.
+    record_every = max(1, min(cfg.log_every, n_steps // 200))
+    bar = tqdm(total=n_steps, unit="step", disable=not progress, desc="SAE", mininterval=2.0)
     for step in range(n_steps):
         x = next(batches).to(device, non_blocking=True).float()
         dead_mask = tokens_since_fired >= sae_config.dead_tokens_threshold
@@ -251,7 +253,8 @@ def train_sae(
         fired = out.latent_indices[out.latent_acts > 0]
         tokens_since_fired[fired] = 0
 
-        if (step + 1) % cfg.log_every == 0 or step + 1 == n_steps:
+        last_step = step + 1 == n_steps
+        if (step + 1) % record_every == 0 or last_step:
             now = time.perf_counter()
             row = {
                 "step": step + 1,
@@ -267,6 +270,7 @@ def train_sae(
             }
             history.append(row)
             last_log_time, last_log_tokens = now, tokens_seen
+        if (step + 1) % cfg.log_every == 0 or last_step:
             logger.info(
                 "tokens %d (%.0f/s): mse %.4g fvu %.4f L0 %.1f dead %.3f auxk %.4f",
                 row["tokens"], row["tokens_per_s"], row["mse"], row["fvu"], row["l0"],

@@ -7,7 +7,6 @@ torch.set_num_threads(1)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
 DEMO_FASTA = os.path.join(REPO, "resources", "demo", "uniprot_sample.fasta.gz")
 
 

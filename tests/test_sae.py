@@ -257,9 +257,10 @@ def test_training_is_deterministic_and_writes_its_outputs(tmp_path, one_thread):
     assert 0.0 <= written["heldout_l0"] <= 4
     with open(run / "history.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert [int(r["step"]) for r in rows] == [10, 20, 30]
+    # A short run records every step (the loss curve gets ~200 points whatever the length).
+    assert [int(r["step"]) for r in rows] == list(range(1, 31))
     # Warm-up, then linear decay that reaches 0 with the last step.
-    assert float(rows[0]["lr"]) == pytest.approx(default_lr(64)) and float(rows[-1]["lr"]) == 0.0
+    assert float(rows[9]["lr"]) == pytest.approx(default_lr(64)) and float(rows[-1]["lr"]) == 0.0
     assert (run / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # A different seed trains a different SAE.
     other = dataclasses.replace(train_cfg, seed=4)

@@ -24,7 +24,7 @@ from protsae.sequences import (
     write_fasta,
 )
 
-UNIPROT_SAMPLE = Path("/work/shared/data/uniprot_sample.fasta.gz")
+UNIPROT_SAMPLE = Path(__file__).resolve().parent.parent / "resources" / "demo" / "uniprot_sample.fasta.gz"
 ESM_ALPHABET = frozenset("ACDEFGHIKLMNPQRSTVWYX")
 RESIDUES = "ACDEFGHIKLMNPQRSTVWY"
 

@@ -13,7 +13,7 @@ import torch
 
 from protsae.models.unirep import UniRep, package_weights_path
 
-SWISSPROT = Path("/work/shared/data/swissprot_subset.fasta.gz")
+SWISSPROT = Path(__file__).resolve().parent.parent / "resources" / "demo" / "swissprot_subset.fasta.gz"
 SEQUENCES = ["MKTAYIAKQRQISFVKSHFSRQ", "GSHMLE", "MNPWYXUCDERT", "A", "MKVLAAGIVGLLLAGCSS"]
 
 
