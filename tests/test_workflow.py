@@ -15,13 +15,14 @@ import yaml
 from conftest import REPO
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-WORKFLOW_PARTS = ["Snakefile", "rules", "config", "workflow", "envs", "resources"]
+WORKFLOW_PARTS = ["Snakefile", "rules", "config", "workflow", "envs", "resources/demo"]
 
 
 def workdir_copy(tmp_path: Path) -> Path:
-    """A working directory that sees the workflow through symlinks and keeps results apart."""
+    """A working directory that sees the workflow through symlinks and keeps results apart
+    (resources/ is a real folder, so inputs a test adds there stay out of the repository)."""
     work = tmp_path / "work"
-    work.mkdir()
+    (work / "resources").mkdir(parents=True)
     for part in WORKFLOW_PARTS:
         (work / part).symlink_to(Path(REPO) / part)
     return work
