@@ -9,6 +9,9 @@ link="$dir/slurm"
 mkdir -p "$dir"
 if [ -L "$link" ] && [ "$(readlink "$link")" = "$repo/profiles/slurm" ]; then
   exit 0
+elif [ -L "$link" ] && [ ! -e "$link" ]; then
+  ln -sfn "$repo/profiles/slurm" "$link"  # a link to a checkout that is gone
+  echo "relinked SLURM profile: $link -> $repo/profiles/slurm"
 elif [ -e "$link" ] || [ -L "$link" ]; then
   echo "note: $link already exists ($(readlink "$link" 2>/dev/null || echo 'not a link')); left as is." \
        "Use --profile $repo/profiles/slurm to use this checkout's profile."

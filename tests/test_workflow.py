@@ -143,3 +143,18 @@ def test_tiny_config_end_to_end(tmp_path):
     (tmp_path / "changed.yaml").write_text(yaml.safe_dump(changed, sort_keys=True))  # reordered too
     proc = snakemake(["-n", "--configfile", str(tmp_path / "changed.yaml")], cwd=work)
     assert planned_jobs(proc.stdout + proc.stderr) == {"all": 1, "sae_summary": 1, "train_sae": 1}
+
+
+def test_slurm_profile_resolves_by_name(tmp_path):
+    """`snakemake --profile slurm` from the repository root, after set-up linked the profile."""
+    env = os.environ | {"XDG_CONFIG_HOME": str(tmp_path / "xdg")}
+    link = subprocess.run(["bash", "profiles/link_slurm_profile.sh"], cwd=REPO, env=env,
+                          capture_output=True, text=True, check=True)
+    assert "linked SLURM profile" in link.stdout
+    assert (tmp_path / "xdg/snakemake/slurm").resolve() == Path(REPO, "profiles/slurm").resolve()
+    work = workdir_copy(tmp_path)
+    proc = subprocess.run(SNAKEMAKE + ["--profile", "slurm", "-n", "--configfile", "config/tiny.yaml"],
+                          cwd=work, env=env, capture_output=True, text=True)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0, text
+    assert "Using profile slurm" in text and "cache_activations" in text

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import torch
 
-from protsae.activations import cache_activations, human_bytes
+from protsae.activations import cache_activations, human_bytes, projected_cache_bytes
 from protsae.models import load_model
 from protsae.sequences import read_sequences
 from protsae.utils import setup_logging, write_json
@@ -16,6 +16,12 @@ layers = snakemake.params.layers
 shard_fasta = Path(snakemake.input.shards) / f"shard{snakemake.wildcards.shard}.fasta"
 sequences = read_sequences(shard_fasta)
 model = load_model(snakemake.params.model)
+positions = snakemake.params.positions_per_sequence
+n_tokens = sum(len(seq) if positions is None else min(positions, len(seq)) for _, seq in sequences)
+log.info("projected: %d tokens x d_model %d x %s = %s per layer, %s for %d layers", n_tokens, model.d_model,
+         settings["storage_dtype"], human_bytes(projected_cache_bytes(1, n_tokens, model.d_model, settings["storage_dtype"])),
+         human_bytes(len(layers) * projected_cache_bytes(1, n_tokens, model.d_model, settings["storage_dtype"])),
+         len(layers))
 log.info("model %s on %s (autocast %s): %d layers of d_model %d; caching layers %s of %d sequences from %s",
          model.name, model.device, model.autocast_dtype, model.n_layers, model.d_model, layers,
          len(sequences), shard_fasta)
@@ -26,7 +32,7 @@ stats = cache_activations(
     dict(zip(layers, snakemake.output.parquet)),
     max_tokens=settings["max_tokens"],
     storage_dtype=settings["storage_dtype"],
-    positions_per_sequence=snakemake.params.positions_per_sequence,
+    positions_per_sequence=positions,
     seed=settings["position_seed"],
     compression=settings["compression"],
     metadata={"dataset": snakemake.wildcards.dataset, "shard": int(snakemake.wildcards.shard)},
