@@ -18,6 +18,7 @@ include: "rules/common.smk"
 include: "rules/sequences.smk"
 include: "rules/activations.smk"
 include: "rules/sae.smk"
+include: "rules/encoding.smk"
 
 
 rule all:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -93,11 +93,17 @@ def _keep_rows(
     return keep_id[row_index]
 
 
-def _activations(batch: pa.RecordBatch, d_model: int) -> np.ndarray:
-    """The ``act`` column of a record batch as ``(n_rows, d_model)`` numpy, in its stored dtype."""
-    column = batch.column(ACT_COLUMN)
+def _column_activations(column: pa.Array | pa.ChunkedArray, d_model: int) -> np.ndarray:
+    """An ``act`` column as ``(n_rows, d_model)`` numpy, in its stored dtype."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
     # flatten() honours a slice offset, unlike .values.
     return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, d_model)
+
+
+def _activations(batch: pa.RecordBatch, d_model: int) -> np.ndarray:
+    """The ``act`` column of a record batch as ``(n_rows, d_model)`` numpy, in its stored dtype."""
+    return _column_activations(batch.column(ACT_COLUMN), d_model)
 
 
 def _iter_rows(
@@ -109,20 +115,11 @@ def _iter_rows(
     holdout_seed: int,
     exclude: pa.Array | None,
     read_batch_rows: int,
-    rng: np.random.Generator | None = None,
 ) -> Iterator[np.ndarray]:
-    """Yield ``(rows, d_model)`` arrays of the selected split, shard by shard.
-
-    With ``rng``, shards and the row groups within each shard are visited in a random order.
-    """
-    order = rng.permutation(len(paths)) if rng is not None else range(len(paths))
-    for shard in order:
-        with pq.ParquetFile(paths[shard]) as parquet:
-            n_groups = parquet.metadata.num_row_groups
-            groups = rng.permutation(n_groups).tolist() if rng is not None else list(range(n_groups))
-            for batch in parquet.iter_batches(
-                batch_size=read_batch_rows, row_groups=groups, columns=[SEQ_ID_COLUMN, ACT_COLUMN]
-            ):
+    """Yield ``(rows, d_model)`` arrays of the selected split, in shard order."""
+    for path in paths:
+        with pq.ParquetFile(path) as parquet:
+            for batch in parquet.iter_batches(batch_size=read_batch_rows, columns=[SEQ_ID_COLUMN, ACT_COLUMN]):
                 acts = _activations(batch, d_model)
                 keep = _keep_rows(
                     batch.column(SEQ_ID_COLUMN),
@@ -140,35 +137,46 @@ def _iter_rows(
 class ShuffleBuffer:
     """A fixed-capacity row buffer that emits uniformly drawn batches.
 
-    Rows are pushed in arrival order; whenever the buffer is full, ``batch_size`` rows drawn at
-    random leave it and the rows at its tail fill their slots. Every pushed row leaves exactly
-    once (the remainder through `drain`). The backing array is allocated once, so memory is
-    ``capacity * d_model * itemsize`` bytes throughout.
+    Rows are added in arrival order (`fill`); whenever the buffer is full, ``batch_size`` rows
+    drawn at random leave it (`pop`) and the rows at its tail fill their slots. Every added row
+    leaves exactly once (the remainder through `drain`). Which slots are drawn and moved depends
+    only on the random generator and the number of rows, never on their contents, so a buffer of
+    row ids replays the moves of a buffer of activations (`ActivationStream.batches` relies on
+    it). The backing array is allocated once: ``capacity * width * itemsize`` bytes throughout.
     """
 
-    def __init__(self, capacity: int, d_model: int, batch_size: int, dtype: np.dtype, rng: np.random.Generator):
+    def __init__(self, capacity: int, width: int, batch_size: int, dtype: np.dtype, rng: np.random.Generator):
         if capacity < batch_size:
             raise ValueError(f"shuffle buffer ({capacity}) must hold at least one batch ({batch_size})")
-        self.rows = np.empty((capacity, d_model), dtype=dtype)
+        self.rows = np.empty((capacity, width), dtype=dtype)
         self.capacity = capacity
         self.batch_size = batch_size
         self.rng = rng
         self.size = 0
         self.max_size = 0
 
+    @property
+    def full(self) -> bool:
+        return self.size == self.capacity
+
+    def fill(self, chunk: np.ndarray) -> int:
+        """Add the leading rows of ``chunk`` ``(rows, width)`` that fit; returns how many."""
+        take = min(self.capacity - self.size, len(chunk))
+        self.rows[self.size : self.size + take] = chunk[:take]
+        self.size += take
+        self.max_size = max(self.max_size, self.size)
+        return take
+
     def push(self, chunk: np.ndarray) -> Iterator[np.ndarray]:
-        """Add ``chunk`` ``(rows, d_model)``, yielding a batch each time the buffer fills."""
+        """Add ``chunk`` ``(rows, width)``, yielding a batch each time the buffer fills."""
         start = 0
         while start < len(chunk):
-            take = min(self.capacity - self.size, len(chunk) - start)
-            self.rows[self.size : self.size + take] = chunk[start : start + take]
-            self.size += take
-            start += take
-            self.max_size = max(self.max_size, self.size)
-            if self.size == self.capacity:
-                yield self._pop_random()
+            start += self.fill(chunk[start:])
+            if self.full:
+                yield self.pop()
 
-    def _pop_random(self) -> np.ndarray:
+    def pop(self) -> np.ndarray:
+        """Remove ``batch_size`` rows drawn uniformly at random; returns them."""
         n, bs = self.size, self.batch_size
         picked = self.rng.choice(n, size=bs, replace=False)
         batch = self.rows[picked]
@@ -182,27 +190,52 @@ class ShuffleBuffer:
         self.size = tail_start
         return batch
 
-    def drain(self, drop_last: bool) -> Iterator[np.ndarray]:
-        """Empty the buffer in random order: full batches, then the remainder unless ``drop_last``."""
+    def drain_slots(self, drop_last: bool) -> list[np.ndarray]:
+        """Empty the buffer in random order: the slots of each batch (full batches, then the
+        remainder unless ``drop_last``); the rows stay readable until the next `fill`."""
         order = self.rng.permutation(self.size)
         stop = len(order) if not drop_last else len(order) - len(order) % self.batch_size
-        for start in range(0, stop, self.batch_size):
-            yield self.rows[order[start : start + self.batch_size]]
         self.size = 0
+        return [order[start : start + self.batch_size] for start in range(0, stop, self.batch_size)]
+
+    def drain(self, drop_last: bool) -> Iterator[np.ndarray]:
+        """Empty the buffer in random order: full batches, then the remainder unless ``drop_last``."""
+        for slots in self.drain_slots(drop_last):
+            yield self.rows[slots]
+
+
+class _Piece(NamedTuple):
+    """Up to ``read_batch_rows`` consecutive rows of one row group and the rows the split keeps."""
+
+    parquet: pq.ParquetFile
+    shard: int
+    group: int
+    start: int
+    """First row of the piece within its row group."""
+    keep: np.ndarray
+    """Per row of the piece, whether it is in the stream: bool."""
+    ids: np.ndarray
+    """Stream-wide ids of the kept rows (shard offset + row number in the shard): int64."""
 
 
 class ActivationStream:
     """Shuffled ``(batch_size, d_model)`` token batches from activation shards.
 
     Each epoch visits the shards, and the row groups inside each, in an order drawn from ``seed``;
-    rows pass through a `ShuffleBuffer` of ``shuffle_buffer`` tokens, which is carried over from
-    one epoch to the next. ``epochs=None`` streams forever; with an integer, the buffer is drained
-    at the end and the last partial batch is kept unless ``drop_last``. Iterating twice gives the
-    same batches.
+    each row group is read in pieces of ``read_batch_rows`` rows, which pass through a
+    `ShuffleBuffer` of ``shuffle_buffer`` tokens, carried over from one epoch to the next.
+    ``epochs=None`` streams forever; with an integer, the buffer is drained at the end and the
+    last partial batch is kept unless ``drop_last``. Iterating twice gives the same batches.
+
+    `batches` ``(start)`` resumes the stream at batch ``start`` without decoding the activations
+    of the skipped batches: the skipped part is replayed on row ids (reading only ``seq_id``
+    where a held-out split or exclusions need it), then the rows left in the buffer are read
+    from their row groups and the stream continues.
 
     Held-out sequences (`is_heldout` with ``holdout_fraction`` and ``holdout_seed``) and any id in
     ``exclude_seq_ids`` never reach the stream; `read_heldout` reads the held-out side.
     ``dtype=None`` yields batches in the stored precision (to widen them on the GPU instead).
+    Memory: the buffer plus one piece (or, while resuming, one row group).
     """
 
     def __init__(
@@ -242,42 +275,147 @@ class ActivationStream:
         self.dtype = dtype
         self.drop_last = drop_last
         self.read_batch_rows = read_batch_rows
+        # Row offsets: of each row group within its shard, and of each shard in the stream's ids.
+        self._group_rows: list[np.ndarray] = []
+        for path in self.paths:
+            metadata = pq.read_metadata(path)
+            self._group_rows.append(np.array([metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)]))
+        self._group_starts = [np.concatenate([[0], np.cumsum(rows)]) for rows in self._group_rows]
+        self._shard_starts = np.concatenate([[0], np.cumsum([starts[-1] for starts in self._group_starts])])
         self.buffer: ShuffleBuffer | None = None
         """The buffer of the latest iteration, for inspection."""
+        self.act_rows_decoded = 0
+        """Activation rows decoded from the shards so far (to check that resuming skips cheaply)."""
 
-    def _rows(self, rng: np.random.Generator) -> Iterator[np.ndarray]:
-        return _iter_rows(
-            self.paths,
-            self.d_model,
-            keep_heldout=False,
-            holdout_fraction=self.holdout_fraction,
-            holdout_seed=self.holdout_seed,
-            exclude=self.exclude,
-            read_batch_rows=self.read_batch_rows,
-            rng=rng,
-        )
+    def _pieces(self, rng: np.random.Generator) -> Iterator[_Piece]:
+        """The pieces of the training split, epoch after epoch, in the order drawn from ``rng``."""
+        needs_seq_ids = self.holdout_fraction > 0.0 or self.exclude is not None
+        epoch = 0
+        while self.epochs is None or epoch < self.epochs:
+            n_rows = 0
+            for shard in rng.permutation(len(self.paths)):
+                with pq.ParquetFile(self.paths[shard]) as parquet:
+                    for group in rng.permutation(len(self._group_rows[shard])).tolist():
+                        group_rows = int(self._group_rows[shard][group])
+                        if needs_seq_ids:
+                            keep = _keep_rows(
+                                parquet.read_row_group(group, columns=[SEQ_ID_COLUMN]).column(SEQ_ID_COLUMN),
+                                keep_heldout=False,
+                                holdout_fraction=self.holdout_fraction,
+                                seed=self.holdout_seed,
+                                exclude=self.exclude,
+                            )
+                        else:
+                            keep = np.ones(group_rows, dtype=bool)
+                        first_id = self._shard_starts[shard] + self._group_starts[shard][group]
+                        for start in range(0, group_rows, self.read_batch_rows):
+                            piece_keep = keep[start : start + self.read_batch_rows]
+                            ids = first_id + start + np.flatnonzero(piece_keep)
+                            if len(ids):
+                                n_rows += len(ids)
+                                yield _Piece(parquet, int(shard), group, start, piece_keep, ids)
+            if n_rows == 0:
+                raise ValueError("the training split of the activation shards is empty")
+            epoch += 1
+
+    def _piece_reader(self) -> Callable[[_Piece], np.ndarray]:
+        """A function from a piece to its kept activations ``(rows, d_model)``. It decodes each
+        row group's act column forward from the first piece asked for, so pieces that were
+        skipped before it (while resuming) cost one pass over their row group at most."""
+        state: dict = {"key": None}
+
+        def read(piece: _Piece) -> np.ndarray:
+            key = (piece.shard, piece.group)
+            if state["key"] != key or state["next_start"] > piece.start:
+                batches = piece.parquet.iter_batches(
+                    batch_size=self.read_batch_rows, row_groups=[piece.group], columns=[ACT_COLUMN]
+                )
+                state.update(key=key, next_start=0, batches=batches, pending=[])
+            end = piece.start + len(piece.keep)
+            while state["next_start"] < end:
+                batch = next(state["batches"])
+                state["pending"].append((state["next_start"], _activations(batch, self.d_model)))
+                state["next_start"] += batch.num_rows
+                self.act_rows_decoded += batch.num_rows
+            parts = [
+                acts[max(piece.start - first, 0) : end - first]
+                for first, acts in state["pending"]
+                if first + len(acts) > piece.start
+            ]
+            state["pending"] = [(first, acts) for first, acts in state["pending"] if first + len(acts) > end]
+            acts = parts[0] if len(parts) == 1 else np.concatenate(parts)
+            return acts if piece.keep.all() else acts[piece.keep]
+
+        return read
+
+    def _read_ids(self, ids: np.ndarray) -> np.ndarray:
+        """Activations ``(len(ids), d_model)`` of rows given by stream-wide id, one row group at
+        a time."""
+        out = np.empty((len(ids), self.d_model), dtype=self.storage_dtype)
+        shards = np.searchsorted(self._shard_starts, ids, side="right") - 1
+        for shard in np.unique(shards):
+            in_shard = np.flatnonzero(shards == shard)
+            rows = ids[in_shard] - self._shard_starts[shard]
+            groups = np.searchsorted(self._group_starts[shard], rows, side="right") - 1
+            with pq.ParquetFile(self.paths[shard]) as parquet:
+                for group in np.unique(groups):
+                    in_group = groups == group
+                    table = parquet.read_row_group(int(group), columns=[ACT_COLUMN])
+                    self.act_rows_decoded += table.num_rows
+                    acts = _column_activations(table.column(ACT_COLUMN), self.d_model)
+                    out[in_shard[in_group]] = acts[rows[in_group] - self._group_starts[shard][group]]
+        return out
 
     def _to_tensor(self, batch: np.ndarray) -> torch.Tensor:
         tensor = torch.from_numpy(batch)
         return tensor if self.dtype is None else tensor.to(self.dtype)
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
+    def batches(self, start: int = 0) -> Iterator[torch.Tensor]:
+        """The stream's batches from batch number ``start`` on (0: all of them)."""
         rng = np.random.default_rng(self.seed)
-        self.buffer = buffer = ShuffleBuffer(
-            self.shuffle_buffer, self.d_model, self.batch_size, self.storage_dtype, rng
-        )
-        epoch = 0
-        while self.epochs is None or epoch < self.epochs:
-            n_rows = 0
-            for chunk in self._rows(rng):
-                n_rows += len(chunk)
-                for batch in buffer.push(chunk):
+        read = self._piece_reader()
+        skipping = start > 0
+        if skipping:
+            buffer = ShuffleBuffer(self.shuffle_buffer, 1, self.batch_size, np.dtype(np.int64), rng)
+        else:
+            buffer = ShuffleBuffer(self.shuffle_buffer, self.d_model, self.batch_size, self.storage_dtype, rng)
+        self.buffer = buffer
+        n_skipped = 0
+
+        def switch_to_activations(n_slots: int) -> ShuffleBuffer:
+            """The buffer of row ids, replaced by one of their activations in the same slots."""
+            real = ShuffleBuffer(self.shuffle_buffer, self.d_model, self.batch_size, self.storage_dtype, rng)
+            real.rows[:n_slots] = self._read_ids(buffer.rows[:n_slots, 0])
+            real.size, real.max_size = buffer.size, buffer.max_size
+            self.buffer = real
+            return real
+
+        for piece in self._pieces(rng):
+            rows = piece.ids[:, None] if skipping else read(piece)
+            offset = 0
+            while offset < len(rows):
+                offset += buffer.fill(rows[offset:])
+                if not buffer.full:
+                    continue
+                batch = buffer.pop()
+                if not skipping:
                     yield self._to_tensor(batch)
-            if n_rows == 0:
-                raise ValueError("the training split of the activation shards is empty")
-            epoch += 1
-        for batch in buffer.drain(self.drop_last):
-            yield self._to_tensor(batch)
+                    continue
+                n_skipped += 1
+                if n_skipped == start:
+                    buffer, skipping = switch_to_activations(buffer.size), False
+                    rows = read(piece)
+        n_slots = buffer.size
+        for slots in buffer.drain_slots(self.drop_last):
+            if not skipping:
+                yield self._to_tensor(buffer.rows[slots])
+                continue
+            n_skipped += 1
+            if n_skipped == start:
+                buffer, skipping = switch_to_activations(n_slots), False
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return self.batches()
 
 
 def read_heldout(

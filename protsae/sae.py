@@ -1,22 +1,51 @@
-"""TopK sparse autoencoder (Gao et al. 2024), as used by InterProt.
+"""Sparse autoencoders on residual-stream activations: TopK (Gao et al. 2024, as used by
+InterProt) and the peers' variants.
 
-    z     = ReLU(TopK(W_enc (x - b_pre) + b_enc))
-    x_hat = W_dec^T z + b_pre
+Every variant encodes ``x`` (``(batch, d_model)``, input units) the same way up to the sparsity
+mechanism and decodes with its decoder rows ``W_dec`` plus ``b_pre``:
 
-with unit-norm decoder rows, ``b_pre`` initialised at the geometric median of a sample, and the
-AuxK loss that lets dead latents reconstruct the residual. With ``normalize_input`` the model
-multiplies its input by a scalar ``input_scale`` (estimated once, so that the scaled activations
-have unit mean squared norm) and divides its output by it; ``b_pre`` and the latents live in the
-scaled space, and the checkpoint carries the scale.
+    pre   = W_enc (x * scale - b_pre) + b_enc
+    x_hat = (W_dec^T z + b_pre) / scale
+
+* ``topk``: z keeps the k largest entries of ``pre`` per token, ReLU after.
+* ``batchtopk`` (Bussmann et al. 2024): in training, z keeps the ``batch * k`` largest ReLU'd
+  entries over the whole batch, so tokens use a variable number of latents; at inference, the
+  entries above a threshold (a bias-corrected running mean of the smallest kept activation per
+  training batch, stored with the weights as ``threshold``), at most ``k_store`` per token.
+* ``matryoshka`` (Nabeshima 2024; Bussmann et al. 2025): TopK or BatchTopK selection; the
+  loss averages the FVU of the reconstructions from nested prefixes of the dictionary
+  (``matryoshka_prefixes``, fractions of ``n_latents``), so early latents learn general features.
+* ``relu_l1`` (InterPLM): z = ReLU(pre) without a top-k, loss FVU plus ``l1_coef`` times the
+  decoder-norm-weighted L1 norm sum_j z_j ||W_dec_j|| (Anthropic, April 2024 update) with an
+  unconstrained decoder. The saved model folds the decoder norms into the encoder (an exact
+  reparametrisation), so saved decoder rows have unit norm like every other variant's. ``k`` is
+  the number of latent slots `encode` keeps per token (the largest); `forward` decodes them all.
+
+The TopK-type variants (all but ``relu_l1``) keep decoder rows at unit norm, remove the gradient
+component parallel to each row before a step, and train dead latents with the AuxK loss. Their
+encoder runs as one dense matmul (in bfloat16 under autocast) but a sparse backward
+(`SelectiveEncoder`): only the rows of the selected latents get encoder gradients, and decoding
+gathers only the selected decoder rows (``embedding_bag``), so the backward costs O(batch * k *
+d_model) instead of O(batch * n_latents * d_model).
+
+With ``normalize_input`` the model multiplies its input by a scalar ``input_scale`` (estimated
+once, so that the scaled activations have unit mean squared norm) and divides its output by it;
+``b_pre`` and the latents live in the scaled space, and the checkpoint carries the scale. With
+``standardize_tokens`` (InterProt's published SAEs) each token is instead standardised over
+d_model before encoding, ``(x - mean) / (std + 1e-5)``, and the reconstruction is mapped back
+with ``* std + mean``; decoding then needs the token's statistics, so `decode` takes ``x``.
+
+`load_sae` reads any variant written by `save`, and InterProt's own state dicts (`load_interprot`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Callable, Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +57,9 @@ from protsae.utils import atomic_path, write_json
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "sae.safetensors"
 CONFIG_FILE = "config.json"
+VARIANTS = ("topk", "batchtopk", "matryoshka", "relu_l1")
+TOKEN_STD_EPS = 1e-5
+"""Added to each token's standard deviation by ``standardize_tokens`` (InterProt's value)."""
 
 
 @dataclass
@@ -41,10 +73,11 @@ class SAEConfig:
     """Dictionary size (the paper's "width")."""
 
     k: int = 64
-    """Latents kept per token."""
+    """Latents kept per token (mean per token for ``batchtopk``; for ``relu_l1``, the number of
+    latent slots `encode` keeps)."""
 
-    variant: Literal["topk"] = "topk"
-    """Sparsity mechanism; only TopK is implemented (BatchTopK, Matryoshka and ReLU+L1 later)."""
+    variant: Literal["topk", "batchtopk", "matryoshka", "relu_l1"] = "topk"
+    """Sparsity mechanism, see the module docstring."""
 
     k_aux: int | None = None
     """Dead latents used by the AuxK loss; default ``d_model // 2`` (Gao et al.)."""
@@ -53,7 +86,7 @@ class SAEConfig:
     """A latent is dead once it has not fired for this many training tokens."""
 
     auxk_coef: float = 1 / 32
-    """Weight of the AuxK loss."""
+    """Weight of the AuxK loss (TopK-type variants)."""
 
     normalize_input: bool = False
     """Scale inputs to unit mean squared norm with a scalar estimated at initialisation."""
@@ -61,13 +94,71 @@ class SAEConfig:
     seed: int = 0
     """Seed of the weight initialisation."""
 
+    k_store: int | None = None
+    """Latent slots per token that `encode` returns (padding slots hold 0); default ``k``. Only
+    batch-level selection (``batchtopk``, ``matryoshka`` with BatchTopK) can use more than k
+    latents on a token, so only there may it exceed ``k``."""
+
+    matryoshka_prefixes: tuple[float, ...] = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0)
+    """Nested dictionary prefixes of ``matryoshka``, as increasing fractions of ``n_latents``
+    ending at 1; each prefix's reconstruction adds an FVU term to the loss."""
+
+    matryoshka_selection: Literal["topk", "batchtopk"] = "batchtopk"
+    """Latent selection of ``matryoshka`` (Bussmann et al. 2025 use BatchTopK)."""
+
+    threshold_decay: float = 0.99
+    """Per-step decay of the running mean behind the BatchTopK inference threshold."""
+
+    l1_coef: float = 5.0
+    """Weight of ``relu_l1``'s sparsity penalty: the mean over tokens of sum_j z_j ||W_dec_j||,
+    divided by sqrt(V * d_model) with V the batch's mean squared distance to its mean. Added to
+    the FVU this is scale-free, and equals Anthropic's loss (April 2024 update, lambda ~ 5)
+    divided by d_model when inputs are scaled to E||x - mean||^2 = d_model; tune it per layer
+    for the wanted L0."""
+
+    standardize_tokens: bool = False
+    """Standardise each token over d_model before encoding (InterProt's SAEs), see the module
+    docstring; excludes ``normalize_input``."""
+
     def __post_init__(self):
-        if self.variant != "topk":
-            raise ValueError(f"SAE variant {self.variant!r} is not implemented (only 'topk')")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"SAE variant {self.variant!r} is not one of {VARIANTS}")
         if self.k_aux is None:
             self.k_aux = self.d_model // 2
         if not 0 < self.k <= self.n_latents:
             raise ValueError(f"k={self.k} must be in [1, n_latents={self.n_latents}]")
+        self.matryoshka_prefixes = tuple(float(f) for f in self.matryoshka_prefixes)
+        if self.variant == "matryoshka":
+            sizes = self.prefix_sizes
+            if sizes[-1] != self.n_latents or any(a >= b for a, b in zip(sizes, sizes[1:])) or sizes[0] < 1:
+                raise ValueError(
+                    f"matryoshka_prefixes {self.matryoshka_prefixes} must increase to 1 and give "
+                    f"distinct non-empty prefixes of {self.n_latents} latents (sizes {sizes})"
+                )
+        if self.matryoshka_selection not in ("topk", "batchtopk"):
+            raise ValueError(f"matryoshka_selection must be 'topk' or 'batchtopk', not {self.matryoshka_selection!r}")
+        if self.k_store is None:
+            self.k_store = self.k
+        if self.k_store != self.k and not (self.batch_selection and self.k <= self.k_store <= self.n_latents):
+            raise ValueError(
+                f"k_store={self.k_store}: only batch-level selection may store more than k={self.k} "
+                f"latents per token (and at most n_latents)"
+            )
+        if not 0.0 <= self.threshold_decay < 1.0:
+            raise ValueError(f"threshold_decay={self.threshold_decay} must be in [0, 1)")
+        if self.standardize_tokens and self.normalize_input:
+            raise ValueError("standardize_tokens and normalize_input exclude each other")
+
+    @property
+    def batch_selection(self) -> bool:
+        """Whether training keeps the top ``batch * k`` activations of the batch (BatchTopK)."""
+        matryoshka_batch = self.variant == "matryoshka" and self.matryoshka_selection == "batchtopk"
+        return self.variant == "batchtopk" or matryoshka_batch
+
+    @property
+    def prefix_sizes(self) -> list[int]:
+        """Latents in each Matryoshka prefix."""
+        return [round(f * self.n_latents) for f in self.matryoshka_prefixes]
 
 
 class ForwardOutput(NamedTuple):
@@ -77,10 +168,11 @@ class ForwardOutput(NamedTuple):
     """Reconstruction x_hat, ``(batch, d_model)``, in input units."""
 
     latent_acts: torch.Tensor
-    """Values of the k kept latents (ReLU applied, so some may be 0), ``(batch, k)``."""
+    """Values of the kept latents, ``(batch, slots)`` (>= 0; unused slots hold 0). Slots: k for
+    TopK, the per-token candidates of a BatchTopK training batch, ``k_store`` at inference."""
 
     latent_indices: torch.Tensor
-    """Indices of the k kept latents, ``(batch, k)`` int64."""
+    """Indices of those latents, ``(batch, slots)`` int64."""
 
     fvu: torch.Tensor
     """Fraction of variance unexplained over the batch, scalar."""
@@ -90,6 +182,16 @@ class ForwardOutput(NamedTuple):
 
     auxk_loss: torch.Tensor
     """AuxK loss (residual FVU reached by the top k_aux dead latents); 0 when none is dead."""
+
+    loss: torch.Tensor
+    """The variant's objective without AuxK: the FVU; the mean FVU over the nested prefixes
+    (``matryoshka``); FVU plus the L1 penalty (``relu_l1``). Scalar."""
+
+    l0: torch.Tensor
+    """Mean number of non-zero latents per token, scalar."""
+
+    fired: torch.Tensor
+    """``(n_latents,)`` bool: latents non-zero on at least one token of the batch."""
 
 
 def geometric_median(points: torch.Tensor, n_iter: int = 50, eps: float = 1e-8) -> torch.Tensor:
@@ -115,9 +217,128 @@ def _fvu(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
     return (x - x_hat).pow(2).sum() / total_variance.clamp_min(torch.finfo(x.dtype).tiny)
 
 
+def _compute_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
+    """bfloat16 (or the autocast dtype) while autocast is on for ``device``, else ``dtype``."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.get_autocast_dtype(device.type)
+    return dtype
+
+
+class SelectiveEncoder(torch.autograd.Function):
+    """Encoder pre-activations of which only selected entries are used: dense forward, sparse
+    backward.
+
+    ``forward(x, weight, bias, select, compute_dtype)`` computes ``pre = x weight^T + bias``
+    ``(batch, n_latents)`` in ``compute_dtype`` and calls ``select(pre)`` for a tuple of
+    selections: int64 tensors of any shape holding flat indices into ``pre`` (``token *
+    n_latents + latent``), each in token order once flattened. It returns the selected values
+    (float32, shaped like their selection). The backward sees gradients only for those
+    entries, so it skips the two dense matmuls autograd would run: the input gradient sums each
+    token's selected encoder rows, and the weight gradient, non-zero only in the rows of
+    selected latents, sums each latent's selected tokens (both by ``embedding_bag``, the latter
+    with the entries grouped by latent). Both cost O(entries * d_model), deterministic on CPU.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, select: Callable, compute_dtype: torch.dtype):
+        pre_acts = torch.addmm(bias.to(compute_dtype), x.to(compute_dtype), weight.to(compute_dtype).t())
+        selections = tuple(select(pre_acts))
+        flat_pre_acts = pre_acts.view(-1)
+        ctx.save_for_backward(x, weight, *selections)
+        return tuple(flat_pre_acts[selection].float() for selection in selections)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        x, weight, *selections = ctx.saved_tensors
+        batch, n_latents = x.shape[0], weight.shape[0]
+        entries = [
+            (selection.reshape(-1), grad.reshape(-1).to(weight.dtype))
+            for selection, grad in zip(selections, grads)
+            if grad is not None
+        ]
+        flat = torch.cat([selection for selection, _ in entries])
+        grad_pre = torch.cat([grad for _, grad in entries])
+        tokens = flat // n_latents
+        latents = flat - tokens * n_latents
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.zeros_like(x, dtype=weight.dtype)
+            for selection, grad in entries:
+                selection_tokens = selection // n_latents
+                grad_x += F.embedding_bag(
+                    selection - selection_tokens * n_latents, weight, _offsets(selection_tokens, batch),
+                    per_sample_weights=grad, mode="sum",
+                )
+            grad_x = grad_x.to(x.dtype)
+        if ctx.needs_input_grad[1]:
+            by_latent = latents.argsort(stable=True)
+            grad_weight = F.embedding_bag(
+                tokens[by_latent], x.to(weight.dtype), _offsets(latents, n_latents),
+                per_sample_weights=grad_pre[by_latent], mode="sum",
+            )
+        if ctx.needs_input_grad[2]:
+            grad_bias = torch.bincount(latents, weights=grad_pre, minlength=n_latents).to(weight.dtype)
+        return grad_x, grad_weight, grad_bias, None, None
+
+
+def _offsets(groups: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """First position of each group in a sequence sorted by group (``embedding_bag`` offsets)."""
+    counts = torch.bincount(groups, minlength=n_groups)
+    return counts.cumsum(0) - counts
+
+
+class _Codes(NamedTuple):
+    """The kept latents of a batch as flat entries in token order."""
+
+    values: torch.Tensor
+    """``(entries,)`` float, >= 0."""
+    latents: torch.Tensor
+    """``(entries,)`` int64."""
+    offsets: torch.Tensor
+    """``(batch,)`` int64: each token's first entry."""
+    padded_values: torch.Tensor
+    """``(batch, slots)``: each token's values, zero-padded (for `ForwardOutput`)."""
+    padded_latents: torch.Tensor
+    """``(batch, slots)`` int64."""
+
+    @staticmethod
+    def per_token(values: torch.Tensor, latents: torch.Tensor) -> "_Codes":
+        """From ``(batch, slots)`` values and latent indices."""
+        batch, slots = latents.shape
+        offsets = torch.arange(0, batch * slots, slots, device=latents.device)
+        return _Codes(values.reshape(-1), latents.reshape(-1), offsets, values, latents)
+
+    @staticmethod
+    def from_flat(values: torch.Tensor, flat: torch.Tensor, batch: int, n_latents: int) -> "_Codes":
+        """From ``(entries,)`` values at flat indices ``token * n_latents + latent`` (sorted)."""
+        tokens = flat // n_latents
+        latents = flat - tokens * n_latents
+        offsets = _offsets(tokens, batch)
+        slots = torch.arange(len(flat), device=flat.device) - offsets[tokens]
+        width = max(1, int(slots.max()) + 1) if len(flat) else 1
+        padded_values = values.new_zeros(batch, width).index_put((tokens, slots), values)
+        padded_latents = latents.new_zeros(batch, width).index_put((tokens, slots), latents)
+        return _Codes(values, latents, offsets, padded_values, padded_latents)
+
+    def l0(self) -> torch.Tensor:
+        return (self.values > 0).sum() / len(self.offsets)
+
+    def fired(self, n_latents: int) -> torch.Tensor:
+        counts = torch.zeros(n_latents, dtype=torch.int32, device=self.latents.device)
+        return counts.index_add_(0, self.latents, (self.values > 0).int()) > 0
+
+
 class TopKSAE(nn.Module):
     """TopK SAE: parameters ``W_enc`` and ``W_dec`` ``(n_latents, d_model)``, ``b_enc``
-    ``(n_latents,)``, ``b_pre`` ``(d_model,)``; buffer ``input_scale`` (scalar)."""
+    ``(n_latents,)``, ``b_pre`` ``(d_model,)``; buffer ``input_scale`` (scalar). The base of
+    the other variants."""
+
+    unit_norm_decoder = True
+    """Whether training keeps decoder rows at unit norm (and projects their gradients)."""
+
+    encode_truncates = False
+    """Whether `encode` may drop latents that `forward` decodes (``decode(*encode(x))`` differs
+    from ``forward(x).sae_out`` in eval mode)."""
 
     def __init__(self, cfg: SAEConfig, device: torch.device | str = "cpu"):
         super().__init__()
@@ -136,6 +357,13 @@ class TopKSAE(nn.Module):
     def device(self) -> torch.device:
         return self.W_dec.device
 
+    @property
+    def k_store(self) -> int:
+        """Latent slots per token returned by `encode`."""
+        return self.cfg.k_store
+
+    # Data-dependent initialisation.
+
     @torch.no_grad()
     def init_input_scale(self, sample: torch.Tensor) -> None:
         """Set ``input_scale`` so that ``sample`` ``(n, d_model)`` scaled has mean squared norm 1."""
@@ -144,9 +372,9 @@ class TopKSAE(nn.Module):
 
     @torch.no_grad()
     def init_b_pre(self, sample: torch.Tensor) -> None:
-        """Set ``b_pre`` to the geometric median of ``sample`` ``(n, d_model)`` (in scaled space)."""
-        scaled = sample.to(self.device).float() * self.input_scale
-        self.b_pre.copy_(geometric_median(scaled).to(self.b_pre.dtype))
+        """Set ``b_pre`` to the geometric median of ``sample`` ``(n, d_model)`` (in model space)."""
+        model_space, _, _ = self._to_model_space(sample.to(self.device).float())
+        self.b_pre.copy_(geometric_median(model_space).to(self.b_pre.dtype))
 
     @torch.no_grad()
     def initialize(self, sample: torch.Tensor) -> None:
@@ -155,63 +383,179 @@ class TopKSAE(nn.Module):
             self.init_input_scale(sample)
         self.init_b_pre(sample)
 
+    # Input and output units.
+
+    def _to_model_space(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """``x`` in the space the latents live in, and each token's mean and std when tokens are
+        standardised (else None)."""
+        if self.cfg.standardize_tokens:
+            mean = x.mean(-1, keepdim=True)
+            centred = x - mean
+            std = centred.std(-1, keepdim=True)
+            return centred / (std + TOKEN_STD_EPS), mean, std
+        return x * self.input_scale, None, None
+
+    def _to_input_space(self, y: torch.Tensor, mean: torch.Tensor | None, std: torch.Tensor | None) -> torch.Tensor:
+        if self.cfg.standardize_tokens:
+            if mean is None:
+                raise ValueError("this SAE standardises tokens: decoding needs the input x (decode(vals, idx, x=x))")
+            return y * std + mean
+        return y / self.input_scale
+
+    def _token_stats(self, x: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        if x is None or not self.cfg.standardize_tokens:
+            return None, None
+        _, mean, std = self._to_model_space(x.to(self.W_dec.dtype))
+        return mean, std
+
+    # Encoder.
+
     def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
-        """Encoder pre-activations ``W_enc (x * scale - b_pre) + b_enc``, ``(batch, n_latents)``."""
+        """Encoder pre-activations ``W_enc (x * scale - b_pre) + b_enc``, ``(batch, n_latents)``,
+        with plain autograd (dense backward)."""
+        model_space, _, _ = self._to_model_space(x)
         # The input is centred before the matmul (cancellation would cost precision under bf16),
         # but with b_pre detached, so autograd skips the (batch, n_latents) x (n_latents, d_model)
         # product that only b_pre's gradient needs. The bias correction is exactly zero and
         # restores that gradient, -W_enc^T sum_t grad_t, with one matrix-vector product.
-        centred = x * self.input_scale - self.b_pre.detach()
+        centred = model_space - self.b_pre.detach()
         b_pre_grad_path = F.linear(self.b_pre - self.b_pre.detach(), self.W_enc.detach())
         return F.linear(centred, self.W_enc, self.b_enc - b_pre_grad_path)
 
-    def _select(self, pre_acts: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        top_vals, top_idx = pre_acts.topk(k, dim=-1, sorted=False)
-        return top_vals.relu(), top_idx
+    def _encode_selected(self, centred: torch.Tensor, select: Callable) -> tuple[torch.Tensor, ...]:
+        """`SelectiveEncoder` on the centred input: the values of each selection."""
+        compute_dtype = _compute_dtype(self.device, self.W_enc.dtype)
+        return SelectiveEncoder.apply(centred, self.W_enc, self.b_enc, select, compute_dtype)
+
+    @staticmethod
+    def _per_token_flat(pre_acts: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """Flat indices into ``pre_acts`` of per-token latent indices ``(batch, slots)``."""
+        n_tokens, n_latents = pre_acts.shape
+        return indices + torch.arange(0, n_tokens * n_latents, n_latents, device=indices.device)[:, None]
+
+    def _select_inference(self, pre_acts: torch.Tensor) -> torch.Tensor:
+        """Each token's top ``k_store`` latents, as flat indices ``(batch, k_store)``."""
+        return self._per_token_flat(pre_acts, pre_acts.topk(self.k_store, dim=-1, sorted=False).indices)
+
+    def _select_training(self, pre_acts: torch.Tensor, extras: dict) -> torch.Tensor:
+        """The latents training keeps, as flat indices: TopK keeps each token's top k."""
+        return self._per_token_flat(pre_acts, pre_acts.topk(self.cfg.k, dim=-1, sorted=False).indices)
+
+    def _threshold_inference(self, vals: torch.Tensor) -> torch.Tensor:
+        """Values kept at inference from the top ``k_store`` ReLU'd values (TopK: all of them)."""
+        return vals
+
+    def _update_threshold(self, extras: dict) -> None:
+        """BatchTopK keeps its inference threshold up to date; TopK has none."""
+
+    def _latents(
+        self, centred: torch.Tensor, dead_mask: torch.Tensor | None
+    ) -> tuple[_Codes, torch.Tensor | None, torch.Tensor | None]:
+        """Kept latents and, with ``dead_mask``, the AuxK latents (values, indices ``(batch,
+        k_aux)``)."""
+        training = self.training
+        batch, n_latents = len(centred), self.cfg.n_latents
+        selected: dict = {}
+
+        def select(pre_acts: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            main = self._select_training(pre_acts, selected) if training else self._select_inference(pre_acts)
+            selected["main"] = main
+            if dead_mask is None:
+                return (main,)
+            # Alive latents are masked to -inf; when fewer than k_aux are dead the surplus picks
+            # are alive latents, zeroed below, so no device sync is needed to count them.
+            dead_pre_acts = pre_acts.masked_fill(~dead_mask, float("-inf"))
+            aux = dead_pre_acts.topk(min(self.cfg.k_aux, n_latents), dim=-1, sorted=False).indices
+            selected["aux"] = aux
+            return main, self._per_token_flat(pre_acts, aux)
+
+        values = self._encode_selected(centred, select)
+        vals = values[0].relu()
+        main = selected["main"]
+        if training:
+            self._update_threshold(selected)
+        else:
+            vals = self._threshold_inference(vals)
+        if main.dim() == 2:
+            codes = _Codes.per_token(vals, main % n_latents)
+        else:
+            codes = _Codes.from_flat(vals, main, batch, n_latents)
+        if dead_mask is None:
+            return codes, None, None
+        aux_idx = selected["aux"]
+        return codes, values[1].relu() * dead_mask[aux_idx], aux_idx
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The k kept latents of ``x`` ``(batch, d_model)``: values ``(batch, k)`` (>= 0) and
-        indices ``(batch, k)`` int64."""
-        return self._select(self.pre_acts(x), self.cfg.k)
+        """The kept latents of ``x`` ``(batch, d_model)`` at inference: values ``(batch,
+        k_store)`` float (>= 0, 0 in unused slots) and indices ``(batch, k_store)`` int64."""
+        model_space, _, _ = self._to_model_space(x.to(self.W_dec.dtype))
+        selected: dict = {}
 
-    def _decode_scaled(self, top_vals: torch.Tensor, top_idx: torch.Tensor) -> torch.Tensor:
+        def select(pre_acts: torch.Tensor) -> tuple[torch.Tensor]:
+            selected["indices"] = pre_acts.topk(self.k_store, dim=-1, sorted=False).indices
+            return (self._per_token_flat(pre_acts, selected["indices"]),)
+
+        (values,) = self._encode_selected(model_space - self.b_pre, select)
+        return self._threshold_inference(values.relu()), selected["indices"]
+
+    # Decoder.
+
+    def _decode_model_space(self, top_vals: torch.Tensor, top_idx: torch.Tensor) -> torch.Tensor:
         """Sum of the selected decoder rows weighted by their values, without ``b_pre``."""
         return F.embedding_bag(
             top_idx, self.W_dec, per_sample_weights=top_vals.to(self.W_dec.dtype), mode="sum"
         )
 
-    def decode(self, top_vals: torch.Tensor, top_idx: torch.Tensor) -> torch.Tensor:
-        """Reconstruction ``(batch, d_model)`` in input units from the kept latents; only the
-        selected decoder rows are read."""
-        return (self._decode_scaled(top_vals, top_idx) + self.b_pre) / self.input_scale
+    def _decode_codes(self, codes: _Codes) -> torch.Tensor:
+        return F.embedding_bag(
+            codes.latents, self.W_dec, codes.offsets, per_sample_weights=codes.values.to(self.W_dec.dtype), mode="sum"
+        )
+
+    def decode(self, top_vals: torch.Tensor, top_idx: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        """Reconstruction ``(batch, d_model)`` in input units from kept latents; only the selected
+        decoder rows are read. ``x``, the encoded input, is needed only by an SAE that
+        standardises tokens (InterProt's), to map the reconstruction back to input units."""
+        mean, std = self._token_stats(x)
+        return self._to_input_space(self._decode_model_space(top_vals, top_idx) + self.b_pre, mean, std)
+
+    def _reconstruction_loss(self, x: torch.Tensor, codes: _Codes, mean, std) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reconstruction in input units and the variant's reconstruction objective."""
+        sae_out = self._to_input_space(self._decode_codes(codes) + self.b_pre, mean, std)
+        return sae_out, _fvu(x, sae_out)
 
     def forward(self, x: torch.Tensor, dead_mask: torch.Tensor | None = None) -> ForwardOutput:
         """Encode and decode ``x`` ``(batch, d_model)``.
 
-        ``dead_mask`` ``(n_latents,)`` bool marks dead latents; when any is set, the AuxK loss
-        reconstructs the residual ``x - x_hat`` (``x_hat`` detached) from the top ``k_aux`` dead
-        latents, decoded without ``b_pre``, and is normalised by the residual's variance.
+        In training mode the latents are selected as in training (BatchTopK over the batch);
+        in eval mode as by `encode`. ``dead_mask`` ``(n_latents,)`` bool marks dead latents;
+        when given, the AuxK loss reconstructs the residual ``x - x_hat`` (``x_hat`` detached)
+        from the top ``k_aux`` dead latents, decoded without ``b_pre``, and is normalised by the
+        residual's variance.
         """
         x = x.to(self.W_dec.dtype)
-        pre_acts = self.pre_acts(x)
-        top_vals, top_idx = self._select(pre_acts, self.cfg.k)
-        sae_out = self.decode(top_vals, top_idx)
+        model_space, mean, std = self._to_model_space(x)
+        codes, aux_vals, aux_idx = self._latents(model_space - self.b_pre, dead_mask)
+        sae_out, loss = self._reconstruction_loss(x, codes, mean, std)
 
         fvu = _fvu(x, sae_out)
         mse = (x - sae_out).pow(2).sum(-1).mean()
-
-        if dead_mask is not None:
-            # Alive latents are masked to -inf; when fewer than k_aux are dead the surplus picks
-            # are -inf, which the ReLU turns into 0, so no device sync is needed to count them.
-            dead_pre_acts = pre_acts.masked_fill(~dead_mask, float("-inf"))
-            aux_vals, aux_idx = self._select(dead_pre_acts, min(self.cfg.k_aux, self.cfg.n_latents))
-            residual = (x - sae_out.detach()) * self.input_scale
-            residual_hat = self._decode_scaled(aux_vals, aux_idx)
+        if aux_vals is not None:
+            residual = self._residual_to_model_space(x - sae_out.detach(), std)
+            residual_hat = self._decode_model_space(aux_vals, aux_idx)
             auxk_loss = torch.where(dead_mask.any(), _fvu(residual, residual_hat), 0.0)
         else:
             auxk_loss = sae_out.new_zeros(())
+        return ForwardOutput(
+            sae_out, codes.padded_values, codes.padded_latents, fvu, mse, auxk_loss, loss,
+            codes.l0(), codes.fired(self.cfg.n_latents),
+        )
 
-        return ForwardOutput(sae_out, top_vals, top_idx, fvu, mse, auxk_loss)
+    def _residual_to_model_space(self, residual: torch.Tensor, std: torch.Tensor | None) -> torch.Tensor:
+        if self.cfg.standardize_tokens:
+            return residual / (std + TOKEN_STD_EPS)
+        return residual * self.input_scale
+
+    # Constraints and checkpoints.
 
     @torch.no_grad()
     def set_decoder_norm_to_unit_norm(self) -> None:
@@ -220,22 +564,31 @@ class TopKSAE(nn.Module):
         self.W_dec.div_(norm.clamp_min(torch.finfo(self.W_dec.dtype).eps))
 
     @torch.no_grad()
+    def fold_decoder_norms(self) -> None:
+        """Give every decoder row unit norm without changing the function: latent j's encoder
+        row and bias are multiplied by the row's norm (exact for ReLU-type encoders)."""
+        norm = self.W_dec.norm(dim=1).clamp_min(torch.finfo(self.W_dec.dtype).eps)
+        self.W_enc.mul_(norm[:, None])
+        self.b_enc.mul_(norm)
+        self.W_dec.div_(norm[:, None])
+
+    @torch.no_grad()
     def remove_gradient_parallel_to_decoder_directions(self) -> None:
         """Project each decoder row's gradient onto the plane orthogonal to the row, so that an
         optimiser step changes the direction of the row, not (to first order) its norm."""
         if self.W_dec.grad is None:
             return
-        direction = self.W_dec / self.W_dec.norm(dim=1, keepdim=True).clamp_min(
-            torch.finfo(self.W_dec.dtype).eps
-        )
-        parallel = (self.W_dec.grad * direction).sum(dim=1, keepdim=True)
-        self.W_dec.grad.sub_(parallel * direction)
+        norm_sq = self.W_dec.pow(2).sum(dim=1, keepdim=True).clamp_min(torch.finfo(self.W_dec.dtype).eps ** 2)
+        parallel = (self.W_dec.grad * self.W_dec).sum(dim=1, keepdim=True) / norm_sq
+        self.W_dec.grad.addcmul_(parallel, self.W_dec, value=-1.0)
 
     def save(self, path: str | os.PathLike, extra_config: dict | None = None) -> None:
         """Write ``sae.safetensors`` and ``config.json`` into directory ``path``, atomically.
 
-        ``config.json`` holds every `SAEConfig` field, ``format_version``, ``input_scale`` and,
-        under their own keys, the entries of ``extra_config`` (training settings, provenance).
+        ``config.json`` holds every `SAEConfig` field (``variant`` among them), ``format_version``,
+        ``input_scale`` and, under their own keys, the entries of ``extra_config`` (training
+        settings, provenance). Buffers (``input_scale``, BatchTopK's ``threshold``) travel in the
+        safetensors file with the parameters.
         """
         path = Path(path)
         tensors = {name: t.detach().contiguous().cpu() for name, t in self.state_dict().items()}
@@ -245,19 +598,228 @@ class TopKSAE(nn.Module):
             "format_version": FORMAT_VERSION,
             **asdict(self.cfg),
             "input_scale": float(self.input_scale),
+            **self._extra_config(),
             **(extra_config or {}),
         }
         write_json(path / CONFIG_FILE, config)
 
+    def _extra_config(self) -> dict:
+        return {}
+
     @classmethod
     def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu") -> "TopKSAE":
-        """Read an SAE written by `save`."""
+        """Read an SAE written by `save` (any variant: the class follows the config's ``variant``)."""
         path = Path(path)
         config = json.loads((path / CONFIG_FILE).read_text())
         version = config.get("format_version")
         if version != FORMAT_VERSION:
             raise ValueError(f"{path}: SAE format version {version}, this code reads {FORMAT_VERSION}")
         cfg = SAEConfig(**{f.name: config[f.name] for f in fields(SAEConfig) if f.name in config})
-        sae = cls(cfg, device=device)
+        sae = sae_class(cfg.variant)(cfg, device=device)
         sae.load_state_dict(load_file(str(path / WEIGHTS_FILE), device=str(device)))
         return sae
+
+
+class BatchTopKSAE(TopKSAE):
+    """BatchTopK SAE (Bussmann et al. 2024): adds the buffers ``threshold`` (scalar, in model
+    space) and ``threshold_updates`` (int64) to `TopKSAE`.
+
+    Training keeps the ``batch * k`` largest ReLU'd pre-activations of the batch, found exactly
+    without sorting the whole batch: each token's top ``2k`` are candidates; the ``batch * k``-th
+    largest candidate bounds the batch's threshold from below, so only tokens whose every
+    candidate reaches it can hold more, and their rows are scanned in full; the top ``batch *
+    k`` of the union are kept.
+    """
+
+    def __init__(self, cfg: SAEConfig, device: torch.device | str = "cpu"):
+        super().__init__(cfg, device)
+        self.register_buffer("threshold", torch.zeros((), device=device))
+        self.register_buffer("threshold_updates", torch.zeros((), dtype=torch.int64, device=device))
+
+    def _select_training(self, pre_acts: torch.Tensor, extras: dict) -> torch.Tensor:
+        if not self.cfg.batch_selection:
+            return super()._select_training(pre_acts, extras)
+        batch, n_latents = pre_acts.shape
+        n_keep = batch * self.cfg.k
+        n_candidates = min(n_latents, 2 * self.cfg.k)
+        cand_vals, cand_idx = pre_acts.topk(n_candidates, dim=-1, sorted=False)
+        candidates = self._per_token_flat(pre_acts, cand_idx)
+        lower_bound = cand_vals.reshape(-1).topk(n_keep, sorted=False).values.min()
+        saturated = cand_vals.min(-1).values >= lower_bound
+        if n_candidates < n_latents and bool(saturated.any()):
+            rows = saturated.nonzero().squeeze(1)
+            above = (pre_acts[rows] >= lower_bound).nonzero()
+            candidates = torch.cat([candidates[~saturated].reshape(-1), rows[above[:, 0]] * n_latents + above[:, 1]])
+        else:
+            candidates = candidates.reshape(-1)
+        top = pre_acts.view(-1)[candidates].topk(n_keep, sorted=False)
+        positive = top.values > 0
+        kept_values = top.values[positive]
+        extras["min_kept"] = kept_values.min().float() if len(kept_values) else None
+        return candidates[top.indices[positive]].sort().values
+
+    @torch.no_grad()
+    def _update_threshold(self, extras: dict) -> None:
+        """Bias-corrected exponential running mean of the smallest kept activation per batch."""
+        min_kept = extras.get("min_kept")
+        if min_kept is None:
+            return
+        decay = self.cfg.threshold_decay
+        n = int(self.threshold_updates)
+        raw = self.threshold * (1 - decay**n) if n else torch.zeros_like(self.threshold)
+        raw = decay * raw + (1 - decay) * min_kept.to(raw)
+        self.threshold_updates += 1
+        self.threshold.copy_(raw / (1 - decay ** (n + 1)))
+
+    def _threshold_inference(self, vals: torch.Tensor) -> torch.Tensor:
+        if not self.cfg.batch_selection:
+            return vals
+        return vals * (vals >= self.threshold)
+
+    def _extra_config(self) -> dict:
+        return {"threshold": float(self.threshold)} if self.cfg.batch_selection else {}
+
+
+class MatryoshkaSAE(BatchTopKSAE):
+    """Matryoshka SAE: TopK or BatchTopK selection (``matryoshka_selection``); the loss is the
+    mean FVU of the reconstructions from the nested prefixes ``prefix_sizes`` of the dictionary.
+
+    The prefix reconstructions come from one gather: the kept latents are grouped by (token,
+    prefix group), ``embedding_bag`` sums each group, and a cumulative sum over the groups gives
+    every prefix's reconstruction.
+    """
+
+    def _reconstruction_loss(self, x, codes, mean, std):
+        sizes = torch.tensor(self.cfg.prefix_sizes, device=codes.latents.device)
+        n_tokens, n_groups = len(codes.offsets), len(sizes)
+        counts = torch.diff(codes.offsets, append=codes.offsets.new_tensor([len(codes.latents)]))
+        tokens = torch.repeat_interleave(torch.arange(n_tokens, device=counts.device), counts)
+        bags = tokens * n_groups + torch.bucketize(codes.latents, sizes, right=True)
+        order = bags.argsort(stable=True)
+        segments = F.embedding_bag(
+            codes.latents[order], self.W_dec, _offsets(bags, n_tokens * n_groups),
+            per_sample_weights=codes.values[order].to(self.W_dec.dtype), mode="sum",
+        ).view(n_tokens, n_groups, -1)
+        prefixes = segments.cumsum(1) + self.b_pre
+        prefix_out = self._to_input_space(prefixes, *(None if s is None else s[:, None] for s in (mean, std)))
+        total_variance = (x - x.mean(0)).pow(2).sum().clamp_min(torch.finfo(x.dtype).tiny)
+        prefix_fvu = (x[:, None] - prefix_out).pow(2).sum((0, 2)) / total_variance
+        return prefix_out[:, -1], prefix_fvu.mean()
+
+
+class ReLUSAE(TopKSAE):
+    """ReLU SAE with the decoder-norm-weighted L1 penalty (``relu_l1``); dense encoder and
+    decoder. `encode` keeps each token's ``k`` largest latents; `forward` uses them all."""
+
+    unit_norm_decoder = False
+    encode_truncates = True
+
+    def forward(self, x: torch.Tensor, dead_mask: torch.Tensor | None = None) -> ForwardOutput:
+        """Encode and decode ``x`` ``(batch, d_model)`` with every active latent. ``dead_mask``
+        is accepted for a uniform interface and ignored (no AuxK)."""
+        x = x.to(self.W_dec.dtype)
+        model_space, mean, std = self._to_model_space(x)
+        z = F.linear(model_space - self.b_pre, self.W_enc, self.b_enc).relu()
+        sae_out = self._to_input_space(F.linear(z, self.W_dec.t()).float() + self.b_pre, mean, std)
+        fvu = _fvu(x, sae_out)
+        mse = (x - sae_out).pow(2).sum(-1).mean()
+        # The L1 norm as Anthropic's loss sees it after scaling x to E||x - mean||^2 = d_model,
+        # relative to the squared error of that scale: l1 * sqrt(d_model / V) / d_model.
+        variance = (model_space - model_space.mean(0)).pow(2).sum(-1).mean()
+        l1 = (z.float() @ self.W_dec.norm(dim=1)).mean()
+        penalty = l1 / (variance * self.cfg.d_model).sqrt().clamp_min(torch.finfo(x.dtype).tiny)
+        loss = fvu + self.cfg.l1_coef * penalty
+        active = z > 0
+        top_vals, top_idx = z.detach().topk(self.k_store, dim=-1, sorted=False)
+        return ForwardOutput(
+            sae_out, top_vals.float(), top_idx, fvu, mse, sae_out.new_zeros(()), loss,
+            active.sum(-1).float().mean(), active.any(0),
+        )
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        top_vals, top_idx = self.pre_acts(x.to(self.W_dec.dtype)).topk(self.k_store, dim=-1, sorted=False)
+        return top_vals.relu(), top_idx
+
+
+def sae_class(variant: str) -> type[TopKSAE]:
+    """The class that implements ``variant``."""
+    classes = {"topk": TopKSAE, "batchtopk": BatchTopKSAE, "matryoshka": MatryoshkaSAE, "relu_l1": ReLUSAE}
+    if variant not in classes:
+        raise ValueError(f"SAE variant {variant!r} is not one of {VARIANTS}")
+    return classes[variant]
+
+
+def make_sae(cfg: SAEConfig, device: torch.device | str = "cpu") -> TopKSAE:
+    """A freshly initialised SAE of ``cfg.variant``."""
+    return sae_class(cfg.variant)(cfg, device=device)
+
+
+INTERPROT_NAME = re.compile(r"plm(?P<d_model>\d+)_l(?P<layer>\d+)_sae(?P<n_latents>\d+)(?:_k(?P<k>\d+))?")
+"""InterProt's checkpoint names, e.g. ``esm2_plm1280_l24_sae4096_k64.safetensors``."""
+
+
+def interprot_name_info(path: str | os.PathLike) -> dict:
+    """``d_model``, ``layer``, ``n_latents`` and ``k`` (None where absent) parsed from an
+    InterProt checkpoint name; empty when the name does not follow their pattern."""
+    match = INTERPROT_NAME.search(Path(path).name)
+    if not match:
+        return {}
+    return {key: int(value) if value is not None else None for key, value in match.groupdict().items()}
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if "state_dict" in state:  # a PyTorch Lightning checkpoint of InterProt's training module
+        state = {name.removeprefix("sae_model."): t for name, t in state["state_dict"].items()}
+    return state
+
+
+def load_interprot(path: str | os.PathLike, k: int | None = None, device: torch.device | str = "cpu") -> TopKSAE:
+    """A `TopKSAE` holding an SAE saved by InterProt's code (``SparseAutoencoder`` of their
+    ``sae_model.py``): a safetensors, ``.pt`` or Lightning ``.ckpt`` state dict with ``w_enc``
+    ``(d_model, d_hidden)``, ``w_dec`` ``(d_hidden, d_model)``, ``b_enc``, ``b_pre``.
+
+    Their forward standardises each token (``LN``: mean, unbiased std + 1e-5), subtracts
+    ``b_pre``, keeps the top k of ``x @ w_enc + b_enc`` with a ReLU, decodes with
+    ``z @ w_dec + b_pre`` and maps back with ``* std + mean``; the returned SAE has
+    ``standardize_tokens`` set and ``input_scale`` 1 to match. Weights are kept as published
+    (their decoder is normalised per output dimension, not per latent, and is not renormalised).
+    ``k`` defaults to the ``_k<k>`` of the file name; shapes give d_model and the width.
+    """
+    path = Path(path)
+    state = _read_state_dict(path)
+    missing = {"w_enc", "w_dec", "b_enc", "b_pre"} - state.keys()
+    if missing:
+        raise ValueError(f"{path}: not an InterProt SAE state dict (missing {sorted(missing)})")
+    d_model, n_latents = state["w_enc"].shape
+    if state["w_dec"].shape != (n_latents, d_model):
+        raise ValueError(f"{path}: w_dec is {tuple(state['w_dec'].shape)}, expected {(n_latents, d_model)}")
+    info = interprot_name_info(path)
+    k = k if k is not None else info.get("k")
+    if k is None:
+        raise ValueError(f"{path}: the file name gives no k (…_k64…); pass k")
+    for key, value in (("d_model", d_model), ("n_latents", n_latents)):
+        if info.get(key) not in (None, value):
+            raise ValueError(f"{path}: the name says {key}={info[key]}, the weights {value}")
+    cfg = SAEConfig(d_model=d_model, n_latents=n_latents, k=k, standardize_tokens=True)
+    sae = TopKSAE(cfg, device=device)
+    with torch.no_grad():
+        sae.W_enc.copy_(state["w_enc"].t())
+        sae.W_dec.copy_(state["w_dec"])
+        sae.b_enc.copy_(state["b_enc"])
+        sae.b_pre.copy_(state["b_pre"])
+    sae.source = {"format": "interprot", "path": str(path), **info, "k": k}
+    return sae
+
+
+def load_sae(path: str | os.PathLike, device: torch.device | str = "cpu", k: int | None = None) -> TopKSAE:
+    """Any SAE: a directory written by `save` (or its ``sae.safetensors``), whatever the variant,
+    or an InterProt checkpoint file (`load_interprot`; ``k`` as there)."""
+    path = Path(path)
+    if path.is_dir():
+        return TopKSAE.load(path, device=device)
+    if path.name == WEIGHTS_FILE and (path.parent / CONFIG_FILE).exists():
+        return TopKSAE.load(path.parent, device=device)
+    return load_interprot(path, k=k, device=device)

@@ -1,10 +1,17 @@
-"""Train one TopK SAE on cached activations and evaluate it on held-out sequences.
+"""Train one SAE on cached activations and evaluate it on held-out sequences.
 
-The loss is the batch FVU (squared error normalised by the batch's total variance, Gao et al.'s
-"normalised MSE") plus ``auxk_coef`` times the AuxK loss. Being scale-free, it trains with the
-same learning rate whatever the activation norm of the layer; the plain MSE is logged beside it.
-Each step: forward, backward, remove the decoder gradients parallel to the decoder rows, clip
-the gradient norm, Adam step, renormalise the decoder rows.
+The loss is the variant's objective (for TopK and BatchTopK the batch FVU: squared error
+normalised by the batch's total variance, Gao et al.'s "normalised MSE"; see `ForwardOutput.loss`)
+plus ``auxk_coef`` times the AuxK loss. Being scale-free, it trains with the same learning rate
+whatever the activation norm of the layer; the plain MSE is logged beside it. Each step
+(`training_step`): forward, backward, remove the decoder gradients parallel to the decoder rows,
+clip the gradient norm, Adam step, renormalise the decoder rows (the last two steps only where
+the variant keeps unit-norm decoder rows).
+
+A run checkpoints itself (``checkpoint.pt`` in the output directory, written atomically) and
+resumes from it when started again; the data stream is deterministic for a seed and resumes by
+fast-forwarding (`ActivationStream.batches`), so an interrupted and resumed run ends with the same
+weights as an uninterrupted one on CPU.
 """
 
 from __future__ import annotations
@@ -23,10 +30,15 @@ import torch
 from tqdm.auto import tqdm
 
 from protsae.data import ActivationStream, read_heldout
-from protsae.sae import SAEConfig, TopKSAE
+from protsae.sae import ForwardOutput, SAEConfig, TopKSAE, make_sae
 from protsae.utils import atomic_path, write_json
 
 logger = logging.getLogger("protsae.trainer")
+
+CHECKPOINT_FILE = "checkpoint.pt"
+CHECKPOINT_VERSION = 1
+# Settings that may change between an interrupted run and its resumption.
+_RESUMABLE_CHANGES = {"device", "log_every", "checkpoint_every", "checkpoint_minutes"}
 
 
 def default_lr(n_latents: int) -> float:
@@ -85,7 +97,14 @@ class TrainConfig:
     """Where to train; "auto" takes CUDA when available."""
 
     autocast: Literal["none", "bf16"] = "none"
-    """bf16 autocast of the forward pass (the decoder gather stays float32)."""
+    """bf16 autocast of the forward pass: the encoder matmul runs in bfloat16 (about 3x float32
+    on CPU); decoding, losses and the optimiser stay float32."""
+
+    checkpoint_every: int | None = None
+    """Steps between checkpoints; None: every 5% of the run; 0: only on time (below)."""
+
+    checkpoint_minutes: float | None = 30.0
+    """Also checkpoint when this many minutes have passed since the last one; None: never."""
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
@@ -110,32 +129,74 @@ def _lr_factor(step: int, n_steps: int, warmup_fraction: float, decay_fraction: 
     return factor
 
 
+def make_optimizer(sae: TopKSAE, lr: float, cfg: TrainConfig) -> torch.optim.Adam:
+    """Adam over the SAE's parameters with ``cfg``'s settings; the fused kernel where there is
+    one (on CPU about 5x the default multi-tensor step, which costs as much as a quarter of a
+    training step at 16384 latents)."""
+    fused = sae.device.type in ("cpu", "cuda")
+    return torch.optim.Adam(sae.parameters(), lr=lr, betas=cfg.betas, eps=cfg.eps, fused=fused)
+
+
+def training_step(
+    sae: TopKSAE,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    dead_mask: torch.Tensor | None = None,
+    *,
+    autocast: bool = False,
+    grad_clip_norm: float = 1.0,
+) -> tuple[ForwardOutput, torch.Tensor]:
+    """One optimisation step on the batch ``x`` ``(batch, d_model)`` float32; returns the forward
+    output and the loss. ``dead_mask`` ``(n_latents,)`` bool enables the AuxK loss."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
+        out = sae(x, dead_mask=dead_mask)
+    loss = out.loss.float() + sae.cfg.auxk_coef * out.auxk_loss.float()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if sae.unit_norm_decoder:
+        sae.remove_gradient_parallel_to_decoder_directions()
+    if grad_clip_norm > 0:
+        torch.nn.utils.clip_grad_norm_(sae.parameters(), grad_clip_norm)
+    optimizer.step()
+    if sae.unit_norm_decoder:
+        sae.set_decoder_norm_to_unit_norm()
+    return out, loss
+
+
 @torch.no_grad()
 def evaluate(sae: TopKSAE, tokens: torch.Tensor, batch_size: int = 4096) -> dict:
-    """Reconstruction metrics of ``sae`` on ``tokens`` ``(n, d_model)``.
+    """Reconstruction metrics of ``sae`` (in eval mode, as used after training) on ``tokens``
+    ``(n, d_model)``.
 
     Returns MSE (squared error summed over d_model, mean over tokens), FVU against the mean of
-    all ``tokens``, L0 (mean number of non-zero latents per token, <= k) and the share of latents
-    that never fire on ``tokens``.
+    all ``tokens``, L0 (mean number of non-zero latents per token), the share of latents that
+    never fire on ``tokens``, and ``fvu_stored``: the FVU when only the ``k_store`` latents per
+    token that `encode` returns are decoded (what downstream stages see; the same as the FVU
+    except for ``relu_l1``, whose forward uses every active latent).
     """
+    was_training = sae.training
     sae.eval()
     mean = tokens.mean(0, dtype=torch.float64).float().to(sae.device)
-    squared_error = total_variance = non_zero = 0.0
+    squared_error = stored_squared_error = total_variance = non_zero = 0.0
     fired = torch.zeros(sae.cfg.n_latents, dtype=torch.bool, device=sae.device)
     for start in range(0, len(tokens), batch_size):
         x = tokens[start : start + batch_size].to(sae.device).float()
-        top_vals, top_idx = sae.encode(x)
-        x_hat = sae.decode(top_vals, top_idx)
-        squared_error += float((x - x_hat).pow(2).sum())
+        out = sae(x)
+        squared_error += float((x - out.sae_out).pow(2).sum())
+        if sae.encode_truncates:
+            stored = sae.decode(*sae.encode(x), x=x)
+            stored_squared_error += float((x - stored).pow(2).sum())
+        else:
+            stored_squared_error = squared_error
         total_variance += float((x - mean).pow(2).sum())
-        active = top_vals > 0
-        non_zero += float(active.sum())
-        fired[top_idx[active]] = True
-    sae.train()
+        non_zero += float(out.l0) * len(x)
+        fired |= out.fired
+    sae.train(was_training)
     n = len(tokens)
     return {
         "mse": squared_error / n,
         "fvu": squared_error / total_variance,
+        "fvu_stored": stored_squared_error / total_variance,
         "l0": non_zero / n,
         "never_fired_share": float((~fired).float().mean()),
         "n_tokens": n,
@@ -172,6 +233,34 @@ def _plot_history(path: Path, history: list[dict], title: str | None) -> None:
         fig.savefig(tmp, format="png", dpi=120)
 
 
+def _run_identity(shard_paths: list[str], sae_config: SAEConfig, cfg: TrainConfig) -> dict:
+    """What a checkpoint must agree on to be resumed by this run."""
+    train = {key: value for key, value in asdict(cfg).items() if key not in _RESUMABLE_CHANGES}
+    return {"sae": asdict(sae_config), "train": train, "shard_paths": shard_paths}
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _load_checkpoint(path: Path, identity: dict) -> dict:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(f"{path}: checkpoint version {state.get('version')}, this code reads {CHECKPOINT_VERSION}")
+    saved = state["identity"]
+    differences = [
+        f"{part}.{key}" for part in ("sae", "train") for key in identity[part]
+        if saved[part].get(key) != identity[part][key]
+    ] + (["shard_paths"] if saved["shard_paths"] != identity["shard_paths"] else [])
+    if differences:
+        raise ValueError(
+            f"{path} was written by a run with other settings ({', '.join(differences)}); "
+            "delete it to train from scratch"
+        )
+    return state
+
+
 def train_sae(
     shard_paths: Sequence[str | os.PathLike],
     sae_config: SAEConfig,
@@ -179,10 +268,17 @@ def train_sae(
     out_dir: str | os.PathLike,
     progress: bool = True,
     title: str | None = None,
-) -> dict:
+    stop_after_steps: int | None = None,
+) -> dict | None:
     """Train an SAE on the activations in ``shard_paths`` and write it, with its evaluation, to
     ``out_dir``: ``sae.safetensors``, ``config.json`` (SAE and training settings, provenance),
     ``metrics.json``, ``history.csv`` and ``loss_curve.png`` (titled ``title``).
+
+    While training, ``checkpoint.pt`` in ``out_dir`` holds the state of the run (weights,
+    optimiser, schedule, dead-latent counters, RNG, history, batches consumed), rewritten every
+    ``checkpoint_every`` steps or ``checkpoint_minutes``; a call that finds one resumes from it
+    and deletes it once the outputs are written. ``stop_after_steps`` ends the call after that
+    many steps with a checkpoint and returns None (for time-limited jobs and tests).
 
     Returns the metrics written to ``metrics.json``.
     """
@@ -204,57 +300,73 @@ def train_sae(
     )
     if stream.d_model != sae_config.d_model:
         raise ValueError(f"shards have d_model={stream.d_model}, SAE config says {sae_config.d_model}")
-    batches = iter(stream)
 
-    sae = TopKSAE(sae_config, device=device)
-    # The initialisation batches are trained on too; they are ordinary batches of the stream.
-    init_batches = list(itertools.islice(batches, math.ceil(cfg.init_tokens / cfg.batch_size)))
-    sae.initialize(torch.cat(init_batches).to(device).float())
-    batches = itertools.chain(init_batches, batches)
-
+    sae = make_sae(sae_config, device=device)
     lr = cfg.lr if cfg.lr is not None else default_lr(sae_config.n_latents)
-    optimizer = torch.optim.Adam(sae.parameters(), lr=lr, betas=cfg.betas, eps=cfg.eps)
+    optimizer = make_optimizer(sae, lr, cfg)
     n_steps = cfg.n_tokens // cfg.batch_size
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: _lr_factor(step, n_steps, cfg.warmup_fraction, cfg.decay_fraction)
     )
     use_bf16 = cfg.autocast == "bf16"
     tokens_since_fired = torch.zeros(sae_config.n_latents, dtype=torch.int64, device=device)
-
-    logger.info(
-        "training %s latents, k=%d, d_model=%d on %d shards: %d steps of %d tokens, lr %.3g, device %s",
-        sae_config.n_latents, sae_config.k, sae_config.d_model, len(shard_paths), n_steps,
-        cfg.batch_size, lr, device,
-    )
     history: list[dict] = []
     tokens_seen = 0
-    start_time = last_log_time = time.perf_counter()
-    last_log_tokens = 0
+    first_step = 0
+    train_seconds_before = 0.0
+
+    checkpoint_path = out_dir / CHECKPOINT_FILE
+    identity = _run_identity(shard_paths, sae_config, cfg)
+    if checkpoint_path.exists():
+        state = _load_checkpoint(checkpoint_path, identity)
+        sae.load_state_dict(state["sae"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        tokens_since_fired.copy_(state["tokens_since_fired"])
+        torch.set_rng_state(state["torch_rng"])
+        history, tokens_seen, first_step = state["history"], state["tokens_seen"], state["step"]
+        train_seconds_before = state["train_seconds"]
+        # The stream is deterministic: skip the batches the interrupted run consumed.
+        batches = stream.batches(start=first_step)
+        logger.info(
+            "resuming from %s at step %d of %d (%d tokens seen)", checkpoint_path, first_step, n_steps, tokens_seen
+        )
+    else:
+        batches = stream.batches()
+        # The initialisation batches are trained on too; they are ordinary batches of the stream.
+        init_batches = list(itertools.islice(batches, math.ceil(cfg.init_tokens / cfg.batch_size)))
+        sae.initialize(torch.cat(init_batches).to(device).float())
+        batches = itertools.chain(init_batches, batches)
+
+    checkpoint_every = cfg.checkpoint_every if cfg.checkpoint_every is not None else max(1, n_steps // 20)
+    checkpoint_seconds = 60.0 * cfg.checkpoint_minutes if cfg.checkpoint_minutes is not None else math.inf
+
+    logger.info(
+        "training %s %s latents, k=%d, d_model=%d on %d shards: %d steps of %d tokens, lr %.3g, device %s",
+        sae_config.variant, sae_config.n_latents, sae_config.k, sae_config.d_model, len(shard_paths), n_steps,
+        cfg.batch_size, lr, device,
+    )
+    start_time = last_log_time = last_checkpoint_time = time.perf_counter()
+    last_log_tokens = tokens_seen
     # About 200 points on the loss curve, whatever the run length.
     record_every = max(1, min(cfg.log_every, n_steps // 200))
-    bar = tqdm(total=n_steps, unit="step", disable=not progress, desc="SAE", mininterval=2.0)
-    for step in range(n_steps):
+    bar = tqdm(total=n_steps, initial=first_step, unit="step", disable=not progress, desc="SAE", mininterval=2.0)
+    for step in range(first_step, n_steps):
         x = next(batches).to(device, non_blocking=True).float()
         dead_mask = tokens_since_fired >= sae_config.dead_tokens_threshold
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            out = sae(x, dead_mask=dead_mask if bool(dead_mask.any()) else None)
-        loss = out.fvu.float() + sae_config.auxk_coef * out.auxk_loss.float()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        sae.remove_gradient_parallel_to_decoder_directions()
-        if cfg.grad_clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(sae.parameters(), cfg.grad_clip_norm)
-        optimizer.step()
+        any_dead = bool(dead_mask.any())
+        out, loss = training_step(
+            sae, optimizer, x, dead_mask if any_dead else None, autocast=use_bf16, grad_clip_norm=cfg.grad_clip_norm
+        )
         scheduler.step()
-        sae.set_decoder_norm_to_unit_norm()
 
         tokens_seen += len(x)
         tokens_since_fired += len(x)
-        fired = out.latent_indices[out.latent_acts > 0]
-        tokens_since_fired[fired] = 0
+        tokens_since_fired[out.fired] = 0
 
         last_step = step + 1 == n_steps
-        if (step + 1) % record_every == 0 or last_step:
+        logging_step = (step + 1) % cfg.log_every == 0 or last_step
+        if (step + 1) % record_every == 0 or logging_step:
             now = time.perf_counter()
             row = {
                 "step": step + 1,
@@ -263,35 +375,63 @@ def train_sae(
                 "loss": loss.item(),
                 "mse": out.mse.item(),
                 "fvu": out.fvu.item(),
-                "l0": (out.latent_acts > 0).sum(-1).float().mean().item(),
+                "l0": out.l0.item(),
                 "dead_share": dead_mask.float().mean().item(),
                 "auxk_loss": out.auxk_loss.item(),
                 "tokens_per_s": (tokens_seen - last_log_tokens) / max(now - last_log_time, 1e-9),
             }
             history.append(row)
             last_log_time, last_log_tokens = now, tokens_seen
-        if (step + 1) % cfg.log_every == 0 or last_step:
+        if logging_step:
             logger.info(
-                "tokens %d (%.0f/s): mse %.4g fvu %.4f L0 %.1f dead %.3f auxk %.4f",
-                row["tokens"], row["tokens_per_s"], row["mse"], row["fvu"], row["l0"],
+                "tokens %d (%.0f/s): loss %.4g mse %.4g fvu %.4f L0 %.1f dead %.3f auxk %.4f",
+                row["tokens"], row["tokens_per_s"], row["loss"], row["mse"], row["fvu"], row["l0"],
                 row["dead_share"], row["auxk_loss"],
             )
             bar.set_postfix(fvu=f"{row['fvu']:.4f}", dead=f"{row['dead_share']:.3f}")
         bar.update(1)
-    bar.close()
-    train_seconds = time.perf_counter() - start_time
 
+        stopping = stop_after_steps is not None and step + 1 - first_step >= stop_after_steps
+        due = (checkpoint_every > 0 and (step + 1) % checkpoint_every == 0) or (
+            time.perf_counter() - last_checkpoint_time >= checkpoint_seconds
+        )
+        if not last_step and (stopping or due):
+            _save_checkpoint(checkpoint_path, {
+                "version": CHECKPOINT_VERSION,
+                "identity": identity,
+                "step": step + 1,
+                "tokens_seen": tokens_seen,
+                "sae": sae.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "tokens_since_fired": tokens_since_fired,
+                "torch_rng": torch.get_rng_state(),
+                "history": history,
+                "train_seconds": train_seconds_before + time.perf_counter() - start_time,
+            })
+            last_checkpoint_time = time.perf_counter()
+            if stopping:
+                bar.close()
+                logger.info("stopping after step %d of %d; %s resumes the run", step + 1, n_steps, checkpoint_path)
+                return None
+    bar.close()
+    train_seconds = train_seconds_before + time.perf_counter() - start_time
+
+    if not sae.unit_norm_decoder:
+        # An exact reparametrisation, so that saved latents are on the scale of unit-norm rows.
+        sae.fold_decoder_norms()
     # Held-out tokens stay in their stored precision until evaluated, batch by batch.
     heldout = read_heldout(shard_paths, cfg.holdout_fraction, cfg.holdout_seed, cfg.eval_tokens, dtype=None)
     if len(heldout) == 0:
         logger.warning("no held-out tokens (holdout_fraction=%s): evaluation skipped", cfg.holdout_fraction)
-        heldout_metrics = {"mse": None, "fvu": None, "l0": None, "never_fired_share": None, "n_tokens": 0}
+        heldout_metrics = dict.fromkeys(["mse", "fvu", "fvu_stored", "l0", "never_fired_share"], None) | {"n_tokens": 0}
     else:
         heldout_metrics = evaluate(sae, heldout, cfg.batch_size)
     dead_share = float((tokens_since_fired >= sae_config.dead_tokens_threshold).float().mean())
     metrics = {
         "heldout_mse": heldout_metrics["mse"],
         "heldout_fvu": heldout_metrics["fvu"],
+        "heldout_fvu_stored": heldout_metrics["fvu_stored"],
         "heldout_l0": heldout_metrics["l0"],
         "heldout_never_fired_share": heldout_metrics["never_fired_share"],
         "heldout_tokens": heldout_metrics["n_tokens"],
@@ -315,4 +455,5 @@ def train_sae(
     write_json(out_dir / "metrics.json", metrics)
     _write_history(out_dir / "history.csv", history)
     _plot_history(out_dir / "loss_curve.png", history, title)
+    checkpoint_path.unlink(missing_ok=True)
     return metrics

@@ -15,6 +15,7 @@ wildcard_constraints:
     shard=r"\d+",
     layer=r"\d+",
     k=r"\d+",
+    sweep="[A-Za-z0-9_-]+",
     width=r"\d+",
     variant="[a-z0-9_]+",
 
@@ -57,6 +58,18 @@ def sae_specs():
     return list(specs.values())
 
 
+def plotted_sweeps():
+    """Sweeps with something to plot: more than one layer, k or width."""
+    return [s for s in config["sae"]["sweeps"] if max(len(s["layers"]), len(s["k"]), len(s["width"])) > 1]
+
+
+def sweep_config(name):
+    for sweep in config["sae"]["sweeps"]:
+        if sweep["name"] == name:
+            return sweep
+    raise ValueError(f"no sweep named {name!r} under sae.sweeps")
+
+
 def sae_dir(variant, layer, k, width, dataset=TRAIN_DATASET):
     return f"{RESULTS}/sae/{dataset}/layer{layer}/{variant}_k{k}_w{width}"
 
@@ -67,10 +80,42 @@ def all_targets():
     ]
     targets += [f"{sae_dir(**spec)}/metrics.json" for spec in sae_specs()]
     targets.append(f"{RESULTS}/sae/{TRAIN_DATASET}/summary.tsv")
+    targets += [f"{RESULTS}/figures/sae_sweep_{sweep['name']}.png" for sweep in plotted_sweeps()]
+    targets += encoding_targets()
     return targets
 
 
+def codes_path(dataset, layer, variant, k, width, shard):
+    return f"{RESULTS}/codes/{dataset}/layer{layer}/{variant}_k{k}_w{width}/shard{shard}.parquet"
+
+
+def encoding_targets():
+    """Sparse latent codes of every SAE over every dataset listed under encode.datasets."""
+    return [
+        codes_path(dataset, shard=shard, **spec)
+        for dataset in config["encode"]["datasets"]
+        for spec in sae_specs()
+        for shard in shard_ids(dataset)
+    ]
+
+
+def encoding_input(wc):
+    sae = sae_dir(wc.variant, wc.layer, wc.k, wc.width)
+    inputs = {"weights": f"{sae}/sae.safetensors", "config": f"{sae}/config.json"}
+    if config["encode"]["source"] == "cache":
+        inputs["activations"] = f"{RESULTS}/activations/{wc.dataset}/layer{wc.layer}/shard{wc.shard}.parquet"
+    else:
+        inputs["sequences"] = f"{RESULTS}/sequences/{wc.dataset}/shards"
+    return inputs
+
+
+
 def _check_config():
+    names = [sweep["name"] for sweep in config["sae"]["sweeps"]]
+    if len(set(names)) != len(names):
+        raise ValueError(f"sae.sweeps: sweep names must be unique, got {names}")
+    for dataset in config["encode"]["datasets"]:
+        dataset_config(dataset)
     if TRAIN_DATASET not in config["datasets"]:
         raise ValueError(f"sae.train_dataset is {TRAIN_DATASET!r}, not a key of 'datasets'")
     for spec in sae_specs():

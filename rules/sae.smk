@@ -13,6 +13,8 @@ rule train_sae:
         history=f"{RESULTS}/sae/{{dataset}}/layer{{layer}}/{{variant}}_k{{k}}_w{{width}}/history.csv",
     params:
         training=canonical(config["sae"]["training"]),
+        # Only this variant's options, so tuning one variant reruns only its SAEs.
+        variant_options=lambda wc: canonical(config["sae"]["variants"].get(wc.variant, {})),
     log:
         f"{LOGS}/sae/{{dataset}}/layer{{layer}}/{{variant}}_k{{k}}_w{{width}}.log",
     benchmark:
@@ -33,6 +35,9 @@ rule sae_summary:
         metrics=lambda wc: [
             f"{sae_dir(**spec, dataset=wc.dataset)}/metrics.json" for spec in sae_specs()
         ],
+        splice=lambda wc: [
+            f"{sae_dir(**spec, dataset=wc.dataset)}/splice.json" for spec in sae_specs()
+        ],
     output:
         f"{RESULTS}/sae/{{dataset}}/summary.tsv",
     log:
@@ -47,3 +52,54 @@ rule sae_summary:
         "../envs/torch.yaml"
     script:
         "../workflow/scripts/sae_summary.py"
+
+
+rule evaluate_sae:
+    """Splice the SAE's reconstruction into the LM at its layer on held-out sequences: delta CE
+    and loss recovered against zero-ablation (plus x_hat + error, which must give ~0)."""
+    input:
+        weights=f"{RESULTS}/sae/{{dataset}}/layer{{layer}}/{{variant}}_k{{k}}_w{{width}}/sae.safetensors",
+        config=f"{RESULTS}/sae/{{dataset}}/layer{{layer}}/{{variant}}_k{{k}}_w{{width}}/config.json",
+        sequences=f"{RESULTS}/sequences/{{dataset}}/sample.fasta",
+    output:
+        f"{RESULTS}/sae/{{dataset}}/layer{{layer}}/{{variant}}_k{{k}}_w{{width}}/splice.json",
+    params:
+        model=canonical(config["model"]),
+        evaluation=canonical(config["sae"]["evaluation"]),
+        holdout=canonical({k: config["sae"]["training"][k] for k in ("holdout_fraction", "holdout_seed")}),
+    log:
+        f"{LOGS}/sae/{{dataset}}/layer{{layer}}/{{variant}}_k{{k}}_w{{width}}.splice.log",
+    benchmark:
+        f"{LOGS}/sae/{{dataset}}/layer{{layer}}/{{variant}}_k{{k}}_w{{width}}.splice.benchmark.tsv"
+    threads: config["sae"]["evaluation"]["threads"]
+    resources:
+        mem_mb=config["sae"]["evaluation"]["mem_mb"],
+        runtime=config["sae"]["evaluation"]["runtime"],
+        gpu=config["sae"]["evaluation"]["gpus"],
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../workflow/scripts/evaluate_sae.py"
+
+
+rule sae_sweep_figure:
+    """FVU, delta CE, loss recovered and dead share of one config sweep's SAEs."""
+    input:
+        f"{RESULTS}/sae/{TRAIN_DATASET}/summary.tsv",
+    output:
+        f"{RESULTS}/figures/sae_sweep_{{sweep}}.png",
+    params:
+        sweep=lambda wc: canonical(sweep_config(wc.sweep)),
+        title=f"{MODEL} SAEs",
+    log:
+        f"{LOGS}/figures/sae_sweep_{{sweep}}.log",
+    benchmark:
+        f"{LOGS}/figures/sae_sweep_{{sweep}}.benchmark.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../workflow/scripts/sae_sweep_figure.py"

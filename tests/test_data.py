@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import tracemalloc
 from collections import Counter
 from pathlib import Path
 
@@ -175,3 +177,60 @@ def test_rejects_mismatched_d_model(tmp_path):
     write_shard(tmp_path / "b.parquet", ["y"], [3], np.zeros((3, 6), np.float16))
     with pytest.raises(ValueError, match="d_model"):
         ActivationStream([tmp_path / "a.parquet", tmp_path / "b.parquet"], batch_size=2, shuffle_buffer=4)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(epochs=2),
+        dict(epochs=3, holdout_fraction=0.3, exclude_seq_ids={"UniRef50_S0_1"}, read_batch_rows=5),
+        dict(epochs=None, read_batch_rows=40),
+        dict(epochs=1, drop_last=True),
+    ],
+)
+def test_resuming_at_any_batch_continues_the_same_stream(tmp_path, options):
+    paths, _, _ = make_shards(tmp_path)
+    options = {"read_batch_rows": 11, **options}
+    stream = ActivationStream(paths, batch_size=7, shuffle_buffer=30, seed=2, **options)
+    n = 160
+    full = [b[:, 0].tolist() for b in itertools.islice(stream.batches(), n)]
+    # Starts all along, at the end of a finite stream (the drain) and past it.
+    for start in sorted({*range(0, n, 9), 1, len(full) - 2, len(full) - 1, len(full), len(full) + 1}):
+        resumed = [b[:, 0].tolist() for b in itertools.islice(stream.batches(start), max(0, n - start))]
+        assert resumed == full[start:], start
+
+
+def test_resuming_decodes_only_the_rows_left_in_the_buffer(tmp_path):
+    paths, token_seq, _ = make_shards(tmp_path)
+    stream = ActivationStream(paths, batch_size=7, shuffle_buffer=30, seed=2, read_batch_rows=8)
+    skipped = 400  # three passes over the shards
+    batches = stream.batches(skipped)
+    first = next(batches)
+    assert stream.act_rows_decoded < 0.25 * skipped * 7
+    replayed = ActivationStream(paths, batch_size=7, shuffle_buffer=30, seed=2, read_batch_rows=8)
+    assert torch.equal(first, next(itertools.islice(replayed.batches(), skipped, None)))
+    assert replayed.act_rows_decoded > skipped * 7
+
+
+def test_memory_does_not_grow_with_the_cache(tmp_path):
+    """numpy allocations (the buffer, the pieces read) peak at the same size whatever the cache
+    size; benchmarks/sae_train.py measures the whole process's peak RSS."""
+
+    def peak_bytes(n_shards: int) -> int:
+        rng = np.random.default_rng(0)
+        paths = []
+        for shard in range(n_shards):
+            acts = rng.normal(size=(3000, 64)).astype(np.float16)
+            path = tmp_path / f"{n_shards}_{shard}.parquet"
+            write_shard(path, [f"s{shard}_{i}" for i in range(30)], [100] * 30, acts, row_group_size=1000)
+            paths.append(path)
+        stream = ActivationStream(paths, batch_size=128, shuffle_buffer=2048, epochs=1, holdout_fraction=0.1)
+        tracemalloc.start()
+        n_rows = sum(len(batch) for batch in stream)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert n_rows > 0.8 * 3000 * n_shards
+        return peak
+
+    small, large = peak_bytes(2), peak_bytes(8)
+    assert large < 1.2 * small

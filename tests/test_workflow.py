@@ -70,7 +70,7 @@ def test_dry_run(configfile, tmp_path):
             fasta.touch()
     proc = snakemake(["-n", "--configfile", configfile], cwd=work)
     jobs = planned_jobs(proc.stdout + proc.stderr)
-    n_saes = len({(layer, k, width) for sweep in config["sae"]["sweeps"]
+    n_saes = len({(sweep.get("variant", "topk"), layer, k, width) for sweep in config["sae"]["sweeps"]
                   for layer in sweep["layers"] for k in sweep["k"] for width in sweep["width"]})
     assert jobs["train_sae"] == n_saes
     assert jobs["cache_activations"] == config["datasets"]["uniref50"]["n_shards"]
@@ -120,7 +120,8 @@ def test_tiny_config_end_to_end(tmp_path):
 
     # Every SAE of the sweeps has weights, a self-describing config, metrics and a loss curve.
     summary = (results / "sae/uniref50/summary.tsv").read_text().splitlines()
-    assert len(summary) == 1 + 3  # header + (1,4,64) (2,4,64) (2,2,64)
+    assert len(summary) == 1 + 6  # header + topk (1,4,64) (2,4,64) (2,2,64) + 3 variants at (2,4,64)
+    assert "delta_ce" in summary[0].split("\t")
     sae = results / "sae/uniref50/layer2/topk_k4_w64"
     metrics = json.loads((sae / "metrics.json").read_text())
     for key in ("heldout_fvu", "heldout_l0", "dead_share", "heldout_mse"):
@@ -130,6 +131,18 @@ def test_tiny_config_end_to_end(tmp_path):
     assert sae_config["k"] == 4 and sae_config["n_latents"] == 64 and sae_config["d_model"] == 32
     assert (sae / "loss_curve.png").stat().st_size > 10_000
     assert (sae / "sae.safetensors").exists()
+    splice = json.loads((sae / "splice.json").read_text())
+    assert abs(splice["delta_ce_with_error"]) < 1e-4 < splice["delta_ce"]
+    assert splice["ce_zero"] > splice["ce_clean"]
+    for sweep in ("layers", "k"):
+        assert (results / f"figures/sae_sweep_{sweep}.png").stat().st_size > 20_000
+    for variant in ("batchtopk", "matryoshka", "relu_l1"):
+        variant_config = json.loads((results / f"sae/uniref50/layer2/{variant}_k4_w64/config.json").read_text())
+        assert variant_config["variant"] == variant
+    codes = pq.read_table(results / "codes/uniref50/layer2/topk_k4_w64/shard1.parquet")
+    assert codes.schema.field("idx").type == pa.list_(pa.int32(), 4)
+    assert codes.schema.field("val").type == pa.list_(pa.float32(), 4)
+    assert codes.num_rows == pq.ParquetFile(results / "activations/uniref50/layer2/shard1.parquet").metadata.num_rows
     for log in ("sequences/uniref50.log", "activations/uniref50/shard0.log"):
         assert (work / "logs" / config["model"]["name"] / log).stat().st_size > 0
 
@@ -142,7 +155,9 @@ def test_tiny_config_end_to_end(tmp_path):
     changed["sae"]["sweeps"][1]["k"] = [2, 8]
     (tmp_path / "changed.yaml").write_text(yaml.safe_dump(changed, sort_keys=True))  # reordered too
     proc = snakemake(["-n", "--configfile", str(tmp_path / "changed.yaml")], cwd=work)
-    assert planned_jobs(proc.stdout + proc.stderr) == {"all": 1, "sae_summary": 1, "train_sae": 1}
+    assert planned_jobs(proc.stdout + proc.stderr) == {
+        "all": 1, "train_sae": 1, "evaluate_sae": 1, "encode_codes": 2, "sae_summary": 1, "sae_sweep_figure": 2,
+    }
 
 
 def test_slurm_profile_resolves_by_name(tmp_path):

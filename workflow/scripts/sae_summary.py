@@ -9,14 +9,16 @@ from protsae.utils import atomic_path, setup_logging
 
 log = setup_logging(snakemake.log[0])
 rows = []
-for path in snakemake.input.metrics:
+for path, splice_path in zip(snakemake.input.metrics, snakemake.input.splice):
     config = json.loads((Path(path).parent / "config.json").read_text())
+    splice = json.loads(Path(splice_path).read_text())
     rows.append({
         "layer": int(Path(path).parent.parent.name.removeprefix("layer")),
         "variant": config["variant"],
         "k": config["k"],
         "width": config["n_latents"],
         **json.loads(Path(path).read_text()),
+        **{key: splice[key] for key in ("delta_ce", "loss_recovered", "delta_ce_with_error", "ce_clean")},
         "path": str(Path(path).parent),
     })
 table = pd.DataFrame(rows).sort_values(["layer", "variant", "k", "width"])

@@ -1,0 +1,26 @@
+"""Snakemake script: sparse latent codes of one SAE over one shard of a dataset."""
+
+from pathlib import Path
+
+import torch
+
+from protsae.encoding import encode_cache, encode_from_model
+from protsae.models import load_model, resolve_device
+from protsae.sae import load_sae
+from protsae.sequences import read_sequences
+from protsae.utils import setup_logging
+
+log = setup_logging(snakemake.log[0])
+torch.set_num_threads(snakemake.threads)
+settings = snakemake.params.encode
+device = resolve_device(settings["device"])
+sae = load_sae(Path(snakemake.input.weights).parent).to(device)
+if settings["source"] == "cache":
+    stats = encode_cache(sae, snakemake.input.activations, snakemake.output[0],
+                         batch_rows=settings["batch_rows"], progress=True)
+else:
+    model = load_model(snakemake.params.model | {"device": settings["device"]})
+    sequences = read_sequences(Path(snakemake.input.sequences) / f"shard{snakemake.wildcards.shard}.fasta")
+    stats = encode_from_model(model, sae, int(snakemake.wildcards.layer), sequences, snakemake.output[0],
+                              max_tokens=snakemake.params.max_tokens, progress=True)
+log.info("%s", stats)

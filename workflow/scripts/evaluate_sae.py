@@ -1,0 +1,37 @@
+"""Snakemake script: delta CE / loss recovered of one SAE on held-out sequences."""
+
+from pathlib import Path
+
+import torch
+
+from protsae.evaluation import heldout_sequences, splice_metrics
+from protsae.models import load_model, resolve_device
+from protsae.sae import load_sae
+from protsae.utils import setup_logging, write_json
+
+log = setup_logging(snakemake.log[0])
+torch.set_num_threads(snakemake.threads)
+settings = snakemake.params.evaluation
+model = load_model(snakemake.params.model | {"device": settings["device"]})
+sae = load_sae(Path(snakemake.input.weights).parent).to(resolve_device(settings["device"]))
+sequences = heldout_sequences(
+    snakemake.input.sequences,
+    holdout_fraction=snakemake.params.holdout["holdout_fraction"],
+    seed=snakemake.params.holdout["holdout_seed"],
+    n_max=settings["n_sequences"],
+    max_length=model.max_residues,
+)
+log.info("splicing %s into %s layer %s on %d held-out sequences", Path(snakemake.input.weights).parent,
+         model.name, snakemake.wildcards.layer, len(sequences))
+metrics = splice_metrics(
+    model,
+    sae,
+    int(snakemake.wildcards.layer),
+    sequences,
+    mask_prob=settings["mask_prob"],
+    seed=settings["seed"],
+    max_tokens=settings["max_tokens"],
+    progress=True,
+)
+log.info("%s", metrics)
+write_json(snakemake.output[0], metrics)
