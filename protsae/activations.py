@@ -82,11 +82,22 @@ def act_column(acts: np.ndarray, storage_dtype: str = "float16") -> pa.FixedSize
     return pa.FixedSizeListArray.from_arrays(values, acts.shape[1])
 
 
+def json_metadata(metadata: dict) -> dict[str, str]:
+    """Schema metadata with JSON values, as every protsae shard stores it."""
+    return {key: json.dumps(value) for key, value in metadata.items()}
+
+
+def shard_metadata(path: str | Path) -> dict:
+    """The decoded schema metadata of a protsae shard (activations or codes)."""
+    meta = pq.read_schema(path).metadata or {}
+    return {key.decode(): json.loads(value) for key, value in meta.items()}
+
+
 def shard_schema(d_model: int, storage_dtype: str, metadata: dict) -> pa.Schema:
     arrow_type = STORAGE_DTYPES[storage_dtype][2]
     return pa.schema(
         [("seq_id", pa.string()), ("pos", pa.int32()), ("act", pa.list_(arrow_type, d_model))],
-        metadata={key: json.dumps(value) for key, value in metadata.items()},
+        metadata=json_metadata(metadata),
     )
 
 
@@ -278,7 +289,7 @@ def write_manifest(shard_paths: Sequence[str | Path], stats_paths: Sequence[str 
     model = d_model = storage_dtype = positions = None
     for shard_path, stats_path in zip(shard_paths, stats_paths):
         parquet = pq.ParquetFile(shard_path)
-        meta = {k.decode(): json.loads(v) for k, v in parquet.schema_arrow.metadata.items()}
+        meta = shard_metadata(shard_path)
         if meta["layer"] != layer:
             raise ValueError(f"{shard_path} holds layer {meta['layer']}, expected {layer}")
         if model is None:

@@ -13,7 +13,6 @@ Codes come either from a cached activation shard (`encode_cache`) or straight fr
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -29,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__
-from .activations import read_acts, token_budget_batches
+from .activations import json_metadata, read_acts, shard_metadata, token_budget_batches
 from .models import ProteinLM
 from .utils import atomic_path
 
@@ -48,7 +47,7 @@ def code_schema(k: int, metadata: dict) -> pa.Schema:
             ("idx", pa.list_(pa.int32(), k)),
             ("val", pa.list_(pa.float32(), k)),
         ],
-        metadata={key: json.dumps(value) for key, value in metadata.items()},
+        metadata=json_metadata(metadata),
     )
 
 
@@ -72,11 +71,6 @@ def _code_shard_schema(sae, sae_path, layer: int | None, model: dict | None, sou
         **(metadata or {}),
     })
 
-
-def shard_metadata(path: str | os.PathLike) -> dict:
-    """The decoded schema metadata of a code (or activation) shard."""
-    meta = pq.read_schema(path).metadata or {}
-    return {key.decode(): json.loads(value) for key, value in meta.items()}
 
 
 def _list_column(values: np.ndarray, arrow_type: pa.DataType) -> pa.FixedSizeListArray:

@@ -109,7 +109,6 @@ def encoding_input(wc):
     return inputs
 
 
-
 def _check_config():
     names = [sweep["name"] for sweep in config["sae"]["sweeps"]]
     if len(set(names)) != len(names):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from protsae.models import load_model, save_random_esm2
-from protsae.models.hf import ESM2_VOCAB, esm2_tokenizer, random_esm2
+from protsae.models.hf import ESM2_VOCAB, esm2_tokenizer
 
 SEQS = ["MKTAYIAKQRQISFVKSHFSRQ", "MVLSPADKTNVKAAWGKVGAHAGEYGAEALERMFLSFPTTKTYFPHF", "ACDW", "XBUZO"]
 
