@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sys
 import time
 import zlib
 from contextlib import ExitStack
@@ -74,12 +75,25 @@ def sample_positions(seq_id: str, length: int, n_positions: int | None, seed: in
     return np.sort(rng.choice(length, size=n_positions, replace=False)).astype(np.int32)
 
 
+def list_column(values: np.ndarray, arrow_type: pa.DataType) -> pa.FixedSizeListArray:
+    """(n, width) array -> fixed_size_list<arrow_type>[width] over the same buffer (no copy, no
+    per-row work; ``pa.array`` would convert float16 element by element)."""
+    flat = np.ascontiguousarray(values, dtype=arrow_type.to_pandas_dtype()).reshape(-1)
+    child = pa.Array.from_buffers(arrow_type, len(flat), [None, pa.py_buffer(flat)])
+    return pa.FixedSizeListArray.from_arrays(child, values.shape[1])
+
+
+def list_to_numpy(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A fixed_size_list column as an (n, list_size) array, zero-copy where possible."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    # flatten() honours a slice offset, unlike .values.
+    return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, column.type.list_size)
+
+
 def act_column(acts: np.ndarray, storage_dtype: str = "float16") -> pa.FixedSizeListArray:
-    """(n, d_model) array -> fixed_size_list column over the same buffer (no copy, no per-row work)."""
-    np_dtype, _, arrow_type = STORAGE_DTYPES[storage_dtype]
-    flat = np.ascontiguousarray(acts, dtype=np_dtype).reshape(-1)
-    values = pa.Array.from_buffers(arrow_type, len(flat), [None, pa.py_buffer(flat)])
-    return pa.FixedSizeListArray.from_arrays(values, acts.shape[1])
+    """(n, d_model) activations -> the ``act`` column in ``storage_dtype``."""
+    return list_column(acts, STORAGE_DTYPES[storage_dtype][2])
 
 
 def json_metadata(metadata: dict) -> dict[str, str]:
@@ -103,11 +117,7 @@ def shard_schema(d_model: int, storage_dtype: str, metadata: dict) -> pa.Schema:
 
 def read_acts(table_or_batch) -> np.ndarray:
     """The ``act`` column of a table or record batch as an (n, d_model) array, zero-copy where possible."""
-    column = table_or_batch.column("act")
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    d_model = column.type.list_size
-    return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, d_model)
+    return list_to_numpy(table_or_batch.column("act"))
 
 
 @dataclass
@@ -131,56 +141,58 @@ class CacheStats:
         }
 
 
-class _ShardWriters:
-    """One ParquetWriter per layer over temporary files, renamed into place together on success.
+class ShardWriter:
+    """A ParquetWriter over a temporary file, renamed onto ``path`` only when the block succeeds
+    (an exception, also one from the last flush, deletes it). Record batches are gathered into
+    row groups of ``row_group_rows``.
 
     Batches are encoded in the caller's thread: on 2 cores a background writer thread fought
-    torch's threads and cost 34% over the forward pass, against 11% inline
-    (benchmarks/cache_throughput.py). Rows are gathered into row groups of ``row_group_rows``.
+    torch's threads and did not beat inline writing (benchmarks/cache_throughput.py).
     """
 
-    def __init__(self, paths: dict[int, Path], schemas: dict[int, pa.Schema], compression: str,
-                 row_group_rows: int):
+    def __init__(self, path: str | Path, schema: pa.Schema, compression: str, row_group_rows: int):
         self._stack = ExitStack()
-        self._writers = {}
-        for layer, path in paths.items():
+        try:
             tmp = self._stack.enter_context(atomic_path(path))
-            self._writers[layer] = self._stack.enter_context(
+            self._writer = self._stack.enter_context(
                 pq.ParquetWriter(
                     tmp,
-                    schemas[layer],
+                    schema,
                     compression=compression,
-                    # Dictionary-encoding or min/max statistics on the activations slow writing
+                    # Dictionary-encoding or min/max statistics on the list columns slow writing
                     # and reading several-fold for nothing.
                     use_dictionary=["seq_id"],
                     write_statistics=["seq_id", "pos"],
                 )
             )
+        except BaseException:
+            self._stack.__exit__(*sys.exc_info())
+            raise
         self._row_group_rows = row_group_rows
-        self._pending: dict[int, list[pa.RecordBatch]] = {layer: [] for layer in paths}
+        self._pending: list[pa.RecordBatch] = []
         self._pending_rows = 0
 
-    def write(self, batches: dict[int, pa.RecordBatch]) -> None:
-        for layer, batch in batches.items():
-            self._pending[layer].append(batch)
-        self._pending_rows += next(iter(batches.values())).num_rows
+    def write(self, batch: pa.RecordBatch) -> None:
+        self._pending.append(batch)
+        self._pending_rows += batch.num_rows
         if self._pending_rows >= self._row_group_rows:
             self._flush()
 
     def _flush(self) -> None:
-        for layer, batches in self._pending.items():
-            if batches:
-                self._writers[layer].write_table(pa.Table.from_batches(batches), row_group_size=1 << 30)
-            self._pending[layer] = []
-        self._pending_rows = 0
+        if self._pending:
+            self._writer.write_table(pa.Table.from_batches(self._pending), row_group_size=1 << 30)
+        self._pending, self._pending_rows = [], 0
 
-    def __enter__(self) -> "_ShardWriters":
+    def __enter__(self) -> "ShardWriter":
         return self
 
     def __exit__(self, *exc_info) -> None:
-        """Close the files; an exception deletes them (atomic_path), success renames them."""
         if exc_info[0] is None:
-            self._flush()
+            try:
+                self._flush()
+            except BaseException:
+                self._stack.__exit__(*sys.exc_info())
+                raise
         self._stack.__exit__(*exc_info)
 
 
@@ -229,7 +241,11 @@ def cache_activations(
     start = time.perf_counter()
     bar = tqdm(total=sum(lengths), unit="res", unit_scale=True, desc="caching", disable=not progress,
                mininterval=2.0)
-    with _ShardWriters({l: Path(p) for l, p in out_paths.items()}, schemas, compression, row_group_rows) as writers:
+    with ExitStack() as stack:
+        writers = {
+            layer: stack.enter_context(ShardWriter(out_paths[layer], schemas[layer], compression, row_group_rows))
+            for layer in layers
+        }
         for index_batch in batches:
             ids = [sequences[i][0] for i in index_batch]
             seqs = [sequences[i][1] for i in index_batch]
@@ -237,8 +253,10 @@ def cache_activations(
             tokens = model.tokenize(seqs)
             hidden = model.hidden_states(tokens, layers)
             stats.forward_seconds += time.perf_counter() - tick
-            writers.write(_batch_tables(ids, seqs, tokens.residue_mask, hidden, positions_per_sequence, seed,
-                                        storage_dtype, schemas))
+            tables = _batch_tables(ids, seqs, tokens.residue_mask, hidden, positions_per_sequence, seed,
+                                   storage_dtype, schemas)
+            for layer, table in tables.items():
+                writers[layer].write(table)
             stats.n_sequences += len(seqs)
             stats.n_residues += tokens.n_residues
             stats.padded_tokens += tokens.input_ids.numel()

@@ -23,6 +23,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
+from .activations import read_acts
+
 ACT_COLUMN = "act"
 SEQ_ID_COLUMN = "seq_id"
 
@@ -93,19 +95,6 @@ def _keep_rows(
     return keep_id[row_index]
 
 
-def _column_activations(column: pa.Array | pa.ChunkedArray, d_model: int) -> np.ndarray:
-    """An ``act`` column as ``(n_rows, d_model)`` numpy, in its stored dtype."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    # flatten() honours a slice offset, unlike .values.
-    return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, d_model)
-
-
-def _activations(batch: pa.RecordBatch, d_model: int) -> np.ndarray:
-    """The ``act`` column of a record batch as ``(n_rows, d_model)`` numpy, in its stored dtype."""
-    return _column_activations(batch.column(ACT_COLUMN), d_model)
-
-
 def _iter_rows(
     paths: Sequence[str],
     d_model: int,
@@ -120,7 +109,7 @@ def _iter_rows(
     for path in paths:
         with pq.ParquetFile(path) as parquet:
             for batch in parquet.iter_batches(batch_size=read_batch_rows, columns=[SEQ_ID_COLUMN, ACT_COLUMN]):
-                acts = _activations(batch, d_model)
+                acts = read_acts(batch)
                 keep = _keep_rows(
                     batch.column(SEQ_ID_COLUMN),
                     keep_heldout=keep_heldout,
@@ -334,7 +323,7 @@ class ActivationStream:
             end = piece.start + len(piece.keep)
             while state["next_start"] < end:
                 batch = next(state["batches"])
-                state["pending"].append((state["next_start"], _activations(batch, self.d_model)))
+                state["pending"].append((state["next_start"], read_acts(batch)))
                 state["next_start"] += batch.num_rows
                 self.act_rows_decoded += batch.num_rows
             parts = [
@@ -362,7 +351,7 @@ class ActivationStream:
                     in_group = groups == group
                     table = parquet.read_row_group(int(group), columns=[ACT_COLUMN])
                     self.act_rows_decoded += table.num_rows
-                    acts = _column_activations(table.column(ACT_COLUMN), self.d_model)
+                    acts = read_acts(table)
                     out[in_shard[in_group]] = acts[rows[in_group] - self._group_starts[shard][group]]
         return out
 

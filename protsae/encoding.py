@@ -14,9 +14,7 @@ Codes come either from a cached activation shard (`encode_cache`) or straight fr
 from __future__ import annotations
 
 import os
-import sys
 import time
-from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import NamedTuple, Sequence
 
@@ -28,9 +26,17 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__
-from .activations import json_metadata, read_acts, shard_metadata, token_budget_batches
+from .activations import (
+    ShardWriter,
+    json_metadata,
+    list_column,
+    list_to_numpy,
+    read_acts,
+    shard_metadata,
+    token_budget_batches,
+)
 from .models import ProteinLM
-from .utils import atomic_path
+from .sae import load_sae
 
 FORMAT_VERSION = 1
 # Unlike float16 activations, codes compress: zstd shrank 100k rows (k = 32) from 26.8 to 17.0 MB
@@ -71,13 +77,6 @@ def _code_shard_schema(sae, sae_path, layer: int | None, model: dict | None, sou
         **(metadata or {}),
     })
 
-
-
-def _list_column(values: np.ndarray, arrow_type: pa.DataType) -> pa.FixedSizeListArray:
-    """(n, k) array -> fixed_size_list<arrow_type>[k] over the same buffer (no per-row work)."""
-    flat = np.ascontiguousarray(values, dtype=arrow_type.to_pandas_dtype()).reshape(-1)
-    child = pa.Array.from_buffers(arrow_type, len(flat), [None, pa.py_buffer(flat)])
-    return pa.FixedSizeListArray.from_arrays(child, values.shape[1])
 
 
 def sae_placement(sae) -> tuple[torch.device | None, torch.dtype]:
@@ -135,66 +134,21 @@ class EncodeStats:
         self.latent_fired = fired if self.latent_fired is None else self.latent_fired + fired
 
 
-class _CodeWriter:
-    """A ParquetWriter over a temporary file, renamed onto ``path`` only when the block succeeds.
-
-    Rows are gathered into row groups of ``row_group_rows``.
-    """
-
-    def __init__(self, path: str | os.PathLike, schema: pa.Schema, compression: str, row_group_rows: int):
-        self._schema = schema
-        self._stack = ExitStack()
-        try:
-            tmp = self._stack.enter_context(atomic_path(path))
-            # Dictionary-encoding the codes or keeping their min/max statistics buys nothing.
-            self._writer = self._stack.enter_context(pq.ParquetWriter(
-                tmp, schema, compression=compression, use_dictionary=["seq_id"],
-                write_statistics=["seq_id", "pos"],
-            ))
-        except BaseException:
-            self._stack.__exit__(*sys.exc_info())
-            raise
-        self._row_group_rows = row_group_rows
-        self._pending: list[pa.RecordBatch] = []
-        self._pending_rows = 0
-
-    def write(self, seq_id: pa.Array, pos: np.ndarray, idx: np.ndarray, val: np.ndarray) -> None:
-        if seq_id.type != pa.string():
-            seq_id = seq_id.cast(pa.string())
-        self._pending.append(pa.RecordBatch.from_arrays(
-            [seq_id, pa.array(pos, pa.int32()), _list_column(idx, pa.int32()), _list_column(val, pa.float32())],
-            schema=self._schema,
-        ))
-        self._pending_rows += len(pos)
-        if self._pending_rows >= self._row_group_rows:
-            self._flush()
-
-    def _flush(self) -> None:
-        if self._pending:
-            self._writer.write_table(pa.Table.from_batches(self._pending), row_group_size=1 << 30)
-        self._pending, self._pending_rows = [], 0
-
-    def __enter__(self) -> "_CodeWriter":
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        """Close the file; an exception (also one from the last flush) deletes it, success renames it."""
-        if exc_info[0] is None:
-            try:
-                self._flush()
-            except BaseException:
-                self._stack.__exit__(*sys.exc_info())
-                raise
-        self._stack.__exit__(*exc_info)
+def _code_batch(schema: pa.Schema, seq_id: pa.Array, pos: np.ndarray, idx: np.ndarray,
+                val: np.ndarray) -> pa.RecordBatch:
+    """One record batch of codes: idx, val (n, k) become fixed-size-list columns over their buffers."""
+    if seq_id.type != pa.string():
+        seq_id = seq_id.cast(pa.string())
+    return pa.RecordBatch.from_arrays(
+        [seq_id, pa.array(pos, pa.int32()), list_column(idx, pa.int32()), list_column(val, pa.float32())],
+        schema=schema,
+    )
 
 
 def _resolve_sae(sae, sae_path):
     """An SAE object and the path it came from (when given one)."""
     if isinstance(sae, (str, os.PathLike)):
-        from . import sae as sae_module
-
-        loader = getattr(sae_module, "load_sae", None) or sae_module.TopKSAE.load
-        return loader(sae), sae
+        return load_sae(sae), sae
     return sae, sae_path
 
 
@@ -227,7 +181,7 @@ def encode_cache(
     parquet = pq.ParquetFile(activation_shard)
     bar = tqdm(total=parquet.metadata.num_rows, unit="res", unit_scale=True, desc="encoding",
                disable=not progress, mininterval=2.0)
-    with parquet, _CodeWriter(out_path, schema, compression, batch_rows) as writer:
+    with parquet, ShardWriter(out_path, schema, compression, batch_rows) as writer:
         for batch in parquet.iter_batches(batch_size=batch_rows, columns=["seq_id", "pos", "act"]):
             tick = time.perf_counter()
             acts = read_acts(batch)
@@ -236,7 +190,7 @@ def encode_cache(
             idx, val = encode_rows(sae, torch.from_numpy(acts))
             stats.encode_seconds += time.perf_counter() - tick
             pos = batch.column("pos").to_numpy(zero_copy_only=False)
-            writer.write(batch.column("seq_id"), pos, idx, val)
+            writer.write(_code_batch(schema, batch.column("seq_id"), pos, idx, val))
             stats.add(idx, val, sae.cfg.n_latents)
             bar.update(batch.num_rows)
     bar.close()
@@ -274,7 +228,7 @@ def encode_from_model(
     stats = EncodeStats(n_sequences=0)
     bar = tqdm(total=sum(lengths), unit="res", unit_scale=True, desc="encoding", disable=not progress,
                mininterval=2.0)
-    with _CodeWriter(out_path, schema, compression, row_group_rows) as writer:
+    with ShardWriter(out_path, schema, compression, row_group_rows) as writer:
         for index_batch in token_budget_batches(lengths, max_tokens, specials=len(model.token_ids(""))):
             ids = [sequences[i][0] for i in index_batch]
             seqs = [sequences[i][1] for i in index_batch]
@@ -289,7 +243,7 @@ def encode_from_model(
             row_of_residue = np.repeat(np.arange(len(seqs), dtype=np.int32), [len(s) for s in seqs])
             seq_id = pa.DictionaryArray.from_arrays(pa.array(row_of_residue), pa.array(ids, pa.string()))
             pos = np.concatenate([np.arange(len(s), dtype=np.int32) for s in seqs])
-            writer.write(seq_id, pos, idx, val)
+            writer.write(_code_batch(schema, seq_id, pos, idx, val))
             stats.add(idx, val, sae.cfg.n_latents)
             stats.n_sequences += len(seqs)
             bar.update(len(pos))
@@ -308,20 +262,13 @@ class Codes(NamedTuple):
     val: np.ndarray
 
 
-def _fixed_size_list(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """A fixed_size_list column as an (n, list_size) array, zero-copy where possible."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, column.type.list_size)
-
-
 def _codes_of(table_or_batch) -> Codes:
     seq_id = table_or_batch.column("seq_id")
     return Codes(
         seq_id.combine_chunks() if isinstance(seq_id, pa.ChunkedArray) else seq_id,
         table_or_batch.column("pos").to_numpy(),
-        _fixed_size_list(table_or_batch.column("idx")),
-        _fixed_size_list(table_or_batch.column("val")),
+        list_to_numpy(table_or_batch.column("idx")),
+        list_to_numpy(table_or_batch.column("val")),
     )
 
 
@@ -391,7 +338,7 @@ def max_activation_per_protein(
     for path in paths:
         with pq.ParquetFile(path) as parquet:
             for batch in parquet.iter_batches(batch_size=batch_rows, columns=["seq_id", "idx", "val"]):
-                idx, val = _fixed_size_list(batch.column("idx")), _fixed_size_list(batch.column("val"))
+                idx, val = list_to_numpy(batch.column("idx")), list_to_numpy(batch.column("val"))
                 encoded = pc.dictionary_encode(batch.column("seq_id"))
                 # One dictionary look-up per protein of the batch, not per row.
                 local_to_global = np.array(
