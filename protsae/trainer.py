@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from protsae.data import ActivationStream, read_heldout
 from protsae.sae import ForwardOutput, SAEConfig, TopKSAE, make_sae
-from protsae.utils import atomic_path, write_json
+from protsae.utils import atomic_path, remove_stale_temporaries, write_json
 
 logger = logging.getLogger("protsae.trainer")
 
@@ -317,6 +317,9 @@ def train_sae(
 
     checkpoint_path = out_dir / CHECKPOINT_FILE
     identity = _run_identity(shard_paths, sae_config, cfg)
+    # A killed run may have died while writing a checkpoint; its last complete one still counts.
+    for stale in remove_stale_temporaries(out_dir) if out_dir.is_dir() else []:
+        logger.info("removed %s, left by an interrupted write", stale)
     if checkpoint_path.exists():
         state = _load_checkpoint(checkpoint_path, identity)
         sae.load_state_dict(state["sae"])

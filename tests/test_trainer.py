@@ -163,3 +163,15 @@ def test_training_step_keeps_the_decoder_constraint_of_its_variant(variant):
         assert not torch.allclose(norms, torch.ones(64))
     else:
         torch.testing.assert_close(norms, torch.ones(64))
+
+
+def test_a_write_killed_midway_leaves_no_temporary_behind(tmp_path):
+    """SIGKILL during a checkpoint write leaves atomic_path's temporary file; the rerun removes it."""
+    shards = write_data(tmp_path)
+    sae_cfg, train_cfg = configs()
+    run = tmp_path / "run"
+    train_sae(shards, sae_cfg, train_cfg, run, progress=False, stop_after_steps=7)
+    (run / ".checkpoint.pt.abc123.tmp").write_bytes(b"half a checkpoint")
+    train_sae(shards, sae_cfg, train_cfg, run, progress=False)
+    train_sae(shards, sae_cfg, train_cfg, tmp_path / "full", progress=False)
+    assert_same_run(run, tmp_path / "full")
