@@ -75,12 +75,22 @@ def sample_positions(seq_id: str, length: int, n_positions: int | None, seed: in
     return np.sort(rng.choice(length, size=n_positions, replace=False)).astype(np.int32)
 
 
+def list_type(arrow_type: pa.DataType, width: int) -> pa.FixedSizeListType:
+    """fixed_size_list<arrow_type>[width] with non-null elements.
+
+    Declaring the elements (and the columns, see ``shard_schema``) non-null lets Parquet skip most
+    of the definition levels it otherwise writes per value: float16 shards write 1.6x faster
+    (0.20 -> 0.32 GB/s for 51,200 x 256 values on 2 cores) and read back the same.
+    """
+    return pa.list_(pa.field("element", arrow_type, nullable=False), width)
+
+
 def list_column(values: np.ndarray, arrow_type: pa.DataType) -> pa.FixedSizeListArray:
-    """(n, width) array -> fixed_size_list<arrow_type>[width] over the same buffer (no copy, no
+    """(n, width) array -> ``list_type(arrow_type, width)`` over the same buffer (no copy, no
     per-row work; ``pa.array`` would convert float16 element by element)."""
     flat = np.ascontiguousarray(values, dtype=arrow_type.to_pandas_dtype()).reshape(-1)
     child = pa.Array.from_buffers(arrow_type, len(flat), [None, pa.py_buffer(flat)])
-    return pa.FixedSizeListArray.from_arrays(child, values.shape[1])
+    return pa.FixedSizeListArray.from_arrays(child, type=list_type(arrow_type, values.shape[1]))
 
 
 def list_to_numpy(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -110,7 +120,11 @@ def shard_metadata(path: str | Path) -> dict:
 def shard_schema(d_model: int, storage_dtype: str, metadata: dict) -> pa.Schema:
     arrow_type = STORAGE_DTYPES[storage_dtype][2]
     return pa.schema(
-        [("seq_id", pa.string()), ("pos", pa.int32()), ("act", pa.list_(arrow_type, d_model))],
+        [
+            pa.field("seq_id", pa.string(), nullable=False),
+            pa.field("pos", pa.int32(), nullable=False),
+            pa.field("act", list_type(arrow_type, d_model), nullable=False),
+        ],
         metadata=json_metadata(metadata),
     )
 

@@ -30,6 +30,7 @@ from .activations import (
     ShardWriter,
     json_metadata,
     list_column,
+    list_type,
     list_to_numpy,
     read_acts,
     shard_metadata,
@@ -48,10 +49,10 @@ def code_schema(k: int, metadata: dict) -> pa.Schema:
     """Schema of a code shard; ``metadata`` values are stored as JSON."""
     return pa.schema(
         [
-            ("seq_id", pa.string()),
-            ("pos", pa.int32()),
-            ("idx", pa.list_(pa.int32(), k)),
-            ("val", pa.list_(pa.float32(), k)),
+            pa.field("seq_id", pa.string(), nullable=False),
+            pa.field("pos", pa.int32(), nullable=False),
+            pa.field("idx", list_type(pa.int32(), k), nullable=False),
+            pa.field("val", list_type(pa.float32(), k), nullable=False),
         ],
         metadata=json_metadata(metadata),
     )

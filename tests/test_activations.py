@@ -11,6 +11,7 @@ from protsae.activations import (
     act_column,
     cache_activations,
     file_sha256,
+    list_type,
     projected_cache_bytes,
     random_batches,
     read_acts,
@@ -60,7 +61,7 @@ def test_sample_positions_is_seeded_per_sequence():
 def test_act_column_round_trip(dtype, tmp_path):
     acts = np.random.default_rng(0).standard_normal((50, 7)).astype(dtype)
     column = act_column(acts, dtype)
-    assert column.type == pa.list_(pa.float16() if dtype == "float16" else pa.float32(), 7)
+    assert column.type == list_type(pa.float16() if dtype == "float16" else pa.float32(), 7)
     table = pa.table({"act": column})
     pq.write_table(table, tmp_path / "a.parquet")
     back = read_acts(pq.read_table(tmp_path / "a.parquet"))
@@ -76,7 +77,7 @@ def test_cache_matches_the_model_and_the_schema(tiny_model, tmp_path):
     table = pq.read_table(paths[3])
     assert table.schema.field("seq_id").type == pa.string()
     assert table.schema.field("pos").type == pa.int32()
-    assert table.schema.field("act").type == pa.list_(pa.float16(), tiny_model.d_model)
+    assert table.schema.field("act").type == list_type(pa.float16(), tiny_model.d_model)
     meta = {k.decode(): json.loads(v) for k, v in table.schema.metadata.items()}
     assert meta["layer"] == 3 and meta["d_model"] == tiny_model.d_model and meta["dataset"] == "toy"
     frame = table.to_pandas()

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from protsae.activations import cache_activations, read_acts
+from protsae.activations import cache_activations, list_type, read_acts
 from protsae.encoding import (
     code_schema,
     encode_cache,
@@ -63,8 +63,8 @@ def test_schema_round_trip(tmp_path, sae, activation_shard):
     schema = pq.read_schema(out)
     assert schema.field("seq_id").type == pa.string()
     assert schema.field("pos").type == pa.int32()
-    assert schema.field("idx").type == pa.list_(pa.int32(), 6)
-    assert schema.field("val").type == pa.list_(pa.float32(), 6)
+    assert schema.field("idx").type == list_type(pa.int32(), 6)
+    assert schema.field("val").type == list_type(pa.float32(), 6)
     meta = shard_metadata(out)
     assert meta["layer"] == LAYER and meta["k"] == 6 and meta["n_latents"] == 96 and meta["d_model"] == 32
     assert meta["sae"]["path"] == "results/sae/x" and meta["sae"]["config"]["n_latents"] == 96

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from conftest import REPO
+from protsae.activations import list_type
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 WORKFLOW_PARTS = ["Snakefile", "rules", "config", "workflow", "envs", "resources/demo"]
@@ -111,7 +112,7 @@ def test_tiny_config_end_to_end(tmp_path):
         total = 0
         for shard in manifest["shards"]:
             table = pq.read_table(work / shard["path"])
-            assert table.schema.field("act").type == pa.list_(pa.float16(), manifest["d_model"])
+            assert table.schema.field("act").type == list_type(pa.float16(), manifest["d_model"])
             assert table.schema.field("pos").type == pa.int32()
             assert table.schema.field("seq_id").type == pa.string()
             total += table.num_rows
@@ -139,8 +140,8 @@ def test_tiny_config_end_to_end(tmp_path):
         variant_config = json.loads((results / f"sae/uniref50/layer2/{variant}_k4_w64/config.json").read_text())
         assert variant_config["variant"] == variant
     codes = pq.read_table(results / "codes/uniref50/layer2/topk_k4_w64/shard1.parquet")
-    assert codes.schema.field("idx").type == pa.list_(pa.int32(), 4)
-    assert codes.schema.field("val").type == pa.list_(pa.float32(), 4)
+    assert codes.schema.field("idx").type == list_type(pa.int32(), 4)
+    assert codes.schema.field("val").type == list_type(pa.float32(), 4)
     assert codes.num_rows == pq.ParquetFile(results / "activations/uniref50/layer2/shard1.parquet").metadata.num_rows
     for log in ("sequences/uniref50.log", "activations/uniref50/shard0.log"):
         assert (work / "logs" / config["model"]["name"] / log).stat().st_size > 0
