@@ -60,7 +60,7 @@ class FastaRecord(NamedTuple):
 # -- reading ------------------------------------------------------------------------------------
 
 
-def _open_text(path: Path) -> io.TextIOBase:
+def open_text(path: Path) -> io.TextIOBase:
     """Open ``path`` for reading text, decompressing when it starts with the gzip magic bytes."""
     with open(path, "rb") as probe:
         is_gzip = probe.read(2) == _GZIP_MAGIC
@@ -80,7 +80,7 @@ def _header_ids_at(path: Path, lines: set[int]) -> dict[int, str]:
     """Record IDs of the headers at the given 1-based line numbers (a second, partial pass)."""
     found: dict[int, str] = {}
     last = max(lines)
-    with _open_text(path) as handle:
+    with open_text(path) as handle:
         for line_no, text in enumerate(handle, start=1):
             if line_no in lines:
                 words = text[1:].split(None, 1)
@@ -196,7 +196,7 @@ def read_fasta(path: str | os.PathLike) -> Iterator[FastaRecord]:
             )
         return FastaRecord(seq_id, description, sequence, header_line)
 
-    handle = _open_text(path)
+    handle = open_text(path)
     try:
         with handle:
             for line_no, text in enumerate(handle, start=1):
