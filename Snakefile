@@ -21,6 +21,18 @@ include: "rules/sae.smk"
 include: "rules/encoding.smk"
 
 
+# Latent characterisation runs when the config names an evaluation set.
+if "evalset" in config:
+
+    include: "rules/latents.smk"
+
+
+# Linear probes run when the config names probe tasks.
+if "probes" in config:
+
+    include: "rules/probes.smk"
+
+
 rule all:
     input:
         all_targets(),

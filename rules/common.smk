@@ -1,5 +1,6 @@
 # Config look-ups and input functions shared by the stage rules.
 import itertools
+import re
 import sys
 
 from protsae.activations import human_bytes, projected_cache_bytes
@@ -9,6 +10,21 @@ RESULTS = f"results/{MODEL}"
 LOGS = f"logs/{MODEL}"
 LAYERS = sorted(config["layers"])
 TRAIN_DATASET = config["sae"]["train_dataset"]
+# The latent analyses (rules/latents.smk) run when the config names an evaluation set.
+EVALSET = config["evalset"]["dataset"] if "evalset" in config else None
+EVALSETS = f"results/evalsets/{EVALSET}"
+LATENTS = f"{RESULTS}/latents/{EVALSET}"
+# Linear probes (rules/probes.smk) run when the config names probe tasks.
+PROBES = f"{RESULTS}/probes"
+PROBE_TASKS = sorted(config["probes"]["tasks"]) if "probes" in config else []
+PROBE_FIGURES = ["fig4_probes_per_layer", "fig9_probe_coefficients"]
+# figure target -> (key under latents.figures naming its sweep, the summaries it plots)
+LATENT_FIGURES = {
+    "fig3c_patterns_per_layer": ("per_layer", ["patterns"]),
+    "fig3d_family_specific_per_layer": ("per_layer", ["family"]),
+    "fig7a_k_sweep": ("k", ["family", "patterns"]),
+    "fig7b_width_sweep": ("width", ["family", "patterns"]),
+}
 
 wildcard_constraints:
     dataset="[A-Za-z0-9_.-]+",
@@ -48,12 +64,20 @@ def shard_ids(dataset):
     return range(dataset_config(dataset)["n_shards"])
 
 
-def sae_specs():
-    """Every SAE the sweeps ask for, once: dicts with variant, layer, k, width."""
+def sweep_specs(name):
+    """The SAEs of one config sweep (its layers x k x width grid)."""
+    sweep = sweep_config(name)
+    return [
+        dict(variant=sweep.get("variant", "topk"), layer=layer, k=k, width=width)
+        for layer, k, width in itertools.product(sweep["layers"], sweep["k"], sweep["width"])
+    ]
+
+
+def sae_specs(names=None):
+    """Every SAE the sweeps ask for (those named, or all), once: dicts with variant, layer, k, width."""
     specs = {}
-    for sweep in config["sae"]["sweeps"]:
-        for layer, k, width in itertools.product(sweep["layers"], sweep["k"], sweep["width"]):
-            spec = dict(variant=sweep.get("variant", "topk"), layer=layer, k=k, width=width)
+    for name in names if names is not None else [sweep["name"] for sweep in config["sae"]["sweeps"]]:
+        for spec in sweep_specs(name):
             specs[tuple(spec.values())] = spec
     return list(specs.values())
 
@@ -82,6 +106,8 @@ def all_targets():
     targets.append(f"{RESULTS}/sae/{TRAIN_DATASET}/summary.tsv")
     targets += [f"{RESULTS}/figures/sae_sweep_{sweep['name']}.png" for sweep in plotted_sweeps()]
     targets += encoding_targets()
+    targets += latent_targets()
+    targets += probe_targets()
     return targets
 
 
@@ -109,6 +135,183 @@ def encoding_input(wc):
     return inputs
 
 
+def latent_path(name, variant, layer, k, width):
+    return f"{LATENTS}/layer{layer}/{variant}_k{k}_w{width}/{name}"
+
+
+def latent_targets():
+    """Per-SAE latent tables, their summary and the latent figures (nothing without an evalset)."""
+    if EVALSET is None:
+        return []
+    targets = [
+        latent_path(name, **spec)
+        for spec in sae_specs()
+        for name in ("family_f1.tsv", "gap_candidates.tsv", "patterns.tsv")
+    ]
+    targets.append(f"{LATENTS}/summary.tsv")
+    targets += [f"{RESULTS}/figures/{figure}.png" for figure in LATENT_FIGURES if latent_figure_sweep(figure)]
+    return targets
+
+
+def family_label_inputs(wc):
+    """The files the label sources read, the entry table, and the representatives they label."""
+    families = config["families"]
+    inputs = {"representatives": f"{EVALSETS}/representatives.fasta", "entries": families["entries"]}
+    inputs["sources"] = [source["path"] for source in families["sources"]]
+    if families["pfam2interpro"]:
+        inputs["pfam2interpro"] = families["pfam2interpro"]
+    return inputs
+
+
+def latent_figure_sweep(figure):
+    """The sweep a latent figure plots (None when the config leaves the figure out)."""
+    return config["latents"]["figures"][LATENT_FIGURES[figure][0]]
+
+
+def latent_figure_specs(figure):
+    return sweep_specs(latent_figure_sweep(figure))
+
+
+def latent_figure_inputs(wc):
+    """Only the summaries of the SAEs in the figure's sweep, so one figure rebuilds alone."""
+    kinds = LATENT_FIGURES[wc.figure][1]
+    return {
+        kind: [latent_path(f"{kind}_summary.json", **spec) for spec in latent_figure_specs(wc.figure)]
+        for kind in kinds
+    }
+
+
+def probe_task_config(task):
+    try:
+        return config["probes"]["tasks"][task]
+    except KeyError:
+        raise ValueError(f"no probe task {task!r} under probes.tasks (have: {PROBE_TASKS})") from None
+
+
+def probe_dataset(task):
+    return f"probe_{task}"
+
+
+def probe_task_inputs(wc):
+    """The files a task's loader reads: every value under its ``data`` whose key ends in path(s)."""
+    inputs = []
+    for key, value in probe_task_config(wc.task)["data"].items():
+        if key.endswith("path"):
+            inputs.append(value)
+        elif key.endswith("paths"):
+            inputs += list(value.values()) if isinstance(value, dict) else list(value)
+    return {"data": inputs}
+
+
+def spec_name(variant, layer, k, width):
+    return f"{variant}_k{k}_w{width}"
+
+
+def parse_spec_name(name, layer):
+    variant, k, width = re.fullmatch(r"(.+)_k(\d+)_w(\d+)", name).groups()
+    return dict(variant=variant, layer=int(layer), k=int(k), width=int(width))
+
+
+def probe_sae_specs():
+    """The SAEs whose latents are probed: those of probes.sweeps (all sweeps when null)."""
+    return sae_specs(config["probes"]["sweeps"])
+
+
+def probe_fits():
+    """(task, layer, features) of every probe: raw activations at every layer, and every probed SAE."""
+    fits = [(task, layer, "raw") for task in PROBE_TASKS for layer in LAYERS]
+    fits += [(task, spec["layer"], spec_name(**spec)) for task in PROBE_TASKS for spec in probe_sae_specs()]
+    return fits
+
+
+def probe_path(task, layer, features, name):
+    return f"{PROBES}/{task}/layer{layer}/{features}/{name}"
+
+
+def probe_targets():
+    if not PROBE_TASKS:
+        return []
+    targets = [probe_path(*fit, "top_coefficients.tsv") for fit in probe_fits()]
+    targets.append(f"{PROBES}/summary.tsv")
+    if config["probes"]["figure_sweep"]:
+        targets += [f"{RESULTS}/figures/{figure}.png" for figure in PROBE_FIGURES]
+    return targets
+
+
+def probe_fit_inputs(wc):
+    dataset = probe_dataset(wc.task)
+    inputs = {
+        "labels": f"results/probes/{wc.task}/labels.tsv",
+        "lengths": f"{RESULTS}/sequences/{dataset}/lengths.tsv",
+        "sequences": f"{RESULTS}/sequences/{dataset}/sample.fasta",
+    }
+    if wc.features == "raw":
+        inputs["activations"] = [
+            f"{RESULTS}/activations/{dataset}/layer{wc.layer}/shard{s}.parquet" for s in shard_ids(dataset)
+        ]
+    else:
+        spec = parse_spec_name(wc.features, wc.layer)
+        inputs["codes"] = [codes_path(dataset, shard=s, **spec) for s in shard_ids(dataset)]
+    return inputs
+
+
+def probe_figure_fits():
+    """(layer, features) pairs the probe figures compare: raw and the figure sweep's SAE per layer."""
+    pairs = []
+    for spec in sweep_specs(config["probes"]["figure_sweep"]):
+        pairs += [(spec["layer"], "raw"), (spec["layer"], spec_name(**spec))]
+    return pairs
+
+
+def probe_figure_inputs(wc):
+    """Fig 4: every layer's raw and SAE results; Fig 9: the coefficients at the deepest of them."""
+    pairs = probe_figure_fits()
+    if wc.figure == "fig4_probes_per_layer":
+        return {"fits": [probe_path(task, *pair, "result.json") for task in PROBE_TASKS for pair in pairs]}
+    deepest = max(layer for layer, _ in pairs)
+    return {"fits": [probe_path(task, layer, features, "coef.npy") for task in PROBE_TASKS
+                     for layer, features in pairs if layer == deepest]}
+
+
+def _check_probes():
+    names = {sweep["name"] for sweep in config["sae"]["sweeps"]}
+    for key in ["figure_sweep"]:
+        sweep = config["probes"][key]
+        if sweep is not None and sweep not in names:
+            raise ValueError(f"probes.{key} is {sweep!r}, not a sweep name under sae.sweeps {sorted(names)}")
+    for sweep in config["probes"]["sweeps"] or []:
+        if sweep not in names:
+            raise ValueError(f"probes.sweeps names {sweep!r}, not a sweep under sae.sweeps {sorted(names)}")
+    for task in PROBE_TASKS:
+        dataset = probe_dataset(task)
+        fasta = f"results/probes/{task}/sequences.fasta"
+        if dataset not in config["datasets"]:
+            raise ValueError(f"probes.tasks.{task}: declare the dataset {dataset!r} under 'datasets' (fasta: {fasta})")
+        if config["datasets"][dataset]["fasta"] != fasta:
+            raise ValueError(f"datasets.{dataset}.fasta must be {fasta!r} (the sequences of probes.tasks.{task})")
+        if config["datasets"][dataset]["positions_per_sequence"] is not None:
+            raise ValueError(f"datasets.{dataset}.positions_per_sequence must be null: probes read every residue")
+
+
+def _check_evalset():
+    name = EVALSET
+    where = f"evalset.dataset ({name!r})"
+    if name not in config["datasets"]:
+        raise ValueError(f"{where} is not a key of 'datasets': declare it there to cache the representatives")
+    dataset = config["datasets"][name]
+    fasta = f"{EVALSETS}/representatives.fasta"
+    if dataset["fasta"] != fasta:
+        raise ValueError(f"datasets.{name}.fasta must be {fasta!r} (the representatives of {where})")
+    if dataset["positions_per_sequence"] is not None:
+        raise ValueError(f"datasets.{name}.positions_per_sequence must be null: the latent analyses read every residue")
+    if "families" not in config:
+        raise ValueError("evalset is set but 'families' is missing: the F1 sweep needs family labels")
+    names = {sweep["name"] for sweep in config["sae"]["sweeps"]}
+    for key, sweep in config["latents"]["figures"].items():
+        if sweep is not None and sweep not in names:
+            raise ValueError(f"latents.figures.{key} is {sweep!r}, not a sweep name under sae.sweeps {sorted(names)}")
+
+
 def _check_config():
     names = [sweep["name"] for sweep in config["sae"]["sweeps"]]
     if len(set(names)) != len(names):
@@ -127,6 +330,10 @@ def _check_config():
     for name, dataset in config["datasets"].items():
         if dataset["min_length"] > dataset["max_length"]:
             raise ValueError(f"datasets.{name}: min_length exceeds max_length")
+    if EVALSET is not None:
+        _check_evalset()
+    if PROBE_TASKS:
+        _check_probes()
 
 
 def _projected_sizes():

@@ -1,9 +1,9 @@
-"""SAE sweep figures are drawn from the summary table of the sweep they name."""
+"""Figures: SAE sweeps from the summary table of the sweep they name; latent figures from per-SAE rows."""
 
 import pandas as pd
 import pytest
 
-from protsae.figures import plot_sae_sweep, sweep_rows
+from protsae.figures import PATTERN_CLASSES, plot_latent_figure, plot_sae_sweep, sweep_rows
 
 
 def summary_table():
@@ -33,3 +33,25 @@ def test_plot_writes_a_png(tmp_path):
 def test_empty_sweep_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="no SAEs of sweep 'x'"):
         plot_sae_sweep(summary_table(), {"name": "x", "layers": [9], "k": [1], "width": [1]}, tmp_path / "x.png", "t")
+
+
+def latent_rows():
+    rows = []
+    for layer in (1, 2, 3, 4):
+        counts = {f"pattern_{name}": 0 for name in PATTERN_CLASSES}
+        counts |= {"pattern_point": 100 * layer, "pattern_motif_short": 50, "pattern_dead": 10}
+        rows.append(dict(layer=layer, variant="topk", k=32, width=2048, n_latents=2048,
+                         n_family_specific=3 * layer, **counts))
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("kinds", [["family"], ["patterns"], ["family", "patterns"]])
+def test_latent_figure_writes_a_png(tmp_path, kinds):
+    path = tmp_path / "fig.png"
+    plot_latent_figure(latent_rows().iloc[::-1], kinds, "layer", path, "demo: per layer")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 20_000
+
+
+def test_latent_figure_needs_rows(tmp_path):
+    with pytest.raises(ValueError, match="no SAEs"):
+        plot_latent_figure(latent_rows().iloc[:0], ["family"], "layer", tmp_path / "x.png", "t")

@@ -1,0 +1,100 @@
+# Stage 5: linear probes (METHODS.md section 7, paper Table 1). Each task's sequences are loaded,
+# subsampled and split by homology clusters once (model-independent), then cached and encoded as
+# the dataset probe_<task>; one probe is fitted per task, layer and feature set (raw activations,
+# or the latents of one SAE), with Figs 4 and 9 on top.
+
+
+rule probe_task:
+    input:
+        unpack(probe_task_inputs),
+    output:
+        fasta="results/probes/{task}/sequences.fasta",
+        labels="results/probes/{task}/labels.tsv",
+        stats="results/probes/{task}/stats.json",
+    wildcard_constraints:
+        task="|".join(PROBE_TASKS) or "NO_TASKS",
+    params:
+        task=lambda wc: canonical(probe_task_config(wc.task)),
+    log:
+        "logs/probes/{task}/task.log",
+    benchmark:
+        "logs/probes/{task}/task.benchmark.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    conda:
+        "../envs/latents.yaml"
+    script:
+        "../workflow/scripts/probe_task.py"
+
+
+rule probe_fit:
+    input:
+        unpack(probe_fit_inputs),
+    output:
+        result=f"{PROBES}/{{task}}/layer{{layer}}/{{features}}/result.json",
+        coef=f"{PROBES}/{{task}}/layer{{layer}}/{{features}}/coef.npy",
+        top=f"{PROBES}/{{task}}/layer{{layer}}/{{features}}/top_coefficients.tsv",
+    wildcard_constraints:
+        task="|".join(PROBE_TASKS) or "NO_TASKS",
+        features=r"raw|[a-z0-9_]+_k\d+_w\d+",
+    params:
+        task=lambda wc: canonical(probe_task_config(wc.task)),
+        probes=canonical({k: v for k, v in config.get("probes", {}).items() if k != "tasks"}),
+    log:
+        f"{LOGS}/probes/{{task}}/layer{{layer}}/{{features}}.log",
+    benchmark:
+        f"{LOGS}/probes/{{task}}/layer{{layer}}/{{features}}.benchmark.tsv"
+    threads: config.get("probes", {}).get("threads", 1)
+    resources:
+        mem_mb=config.get("probes", {}).get("mem_mb", 16000),
+        runtime=config.get("probes", {}).get("runtime", 120),
+        gpu=config.get("probes", {}).get("gpus", 0),
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../workflow/scripts/probe_fit.py"
+
+
+rule probe_summary:
+    input:
+        [probe_path(*fit, "result.json") for fit in probe_fits()],
+    output:
+        f"{PROBES}/summary.tsv",
+    log:
+        f"{LOGS}/probes/summary.log",
+    benchmark:
+        f"{LOGS}/probes/summary.benchmark.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../workflow/scripts/probe_summary.py"
+
+
+rule probe_figure:
+    input:
+        unpack(probe_figure_inputs),
+    output:
+        f"{RESULTS}/figures/{{figure}}.png",
+    wildcard_constraints:
+        figure="fig4_probes_per_layer|fig9_probe_coefficients",
+    params:
+        model=MODEL,
+        tasks=lambda wc: {task: probe_task_config(task)["probe"] for task in PROBE_TASKS},
+    log:
+        f"{LOGS}/figures/{{figure}}.log",
+    benchmark:
+        f"{LOGS}/figures/{{figure}}.benchmark.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../workflow/scripts/probe_figure.py"

@@ -1,0 +1,27 @@
+"""Snakemake script: the activation-pattern class of every latent of one SAE (paper Table 2),
+from the per-residue tracks of its top test sequences."""
+
+from protsae.encoding import MaxActivations
+from protsae.evalset import read_split
+from protsae.patterns import activation_patterns, summarise_patterns
+from protsae.utils import atomic_path, setup_logging, write_json
+
+log = setup_logging(snakemake.log[0])
+maxima = MaxActivations.load(snakemake.input.maxima)
+split = read_split(snakemake.input.split)
+test = split.index[split["split"] == "test"].tolist()
+table = activation_patterns(
+    list(snakemake.input.codes), maxima, test, split["length"].to_dict(),
+    n_top=snakemake.params.n_top, fraction=snakemake.params.top_fraction, min_top=snakemake.params.min_top,
+)
+summary = {
+    "variant": snakemake.wildcards.variant,
+    "layer": int(snakemake.wildcards.layer),
+    "k": int(snakemake.wildcards.k),
+    "width": int(snakemake.wildcards.width),
+    **summarise_patterns(table),
+}
+with atomic_path(snakemake.output.table) as tmp:
+    table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+write_json(snakemake.output.summary, summary)
+log.info("%s", summary)

@@ -1,0 +1,18 @@
+"""Snakemake script: cluster the evaluation proteins with mmseqs and keep one per cluster."""
+
+from protsae.evalset import ClusterParams, cluster_representatives
+from protsae.utils import setup_logging, write_json
+
+log = setup_logging(snakemake.log[0])
+settings = snakemake.params.evalset
+stats = cluster_representatives(
+    snakemake.input.sequences,
+    snakemake.output.fasta,
+    snakemake.output.clusters,
+    max_length=settings["max_length"],
+    min_length=settings["min_length"],
+    params=ClusterParams(**settings["cluster"]),
+    threads=snakemake.threads,
+)
+write_json(snakemake.output.stats, stats)
+log.info("%s", stats)

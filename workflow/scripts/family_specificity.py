@@ -1,0 +1,35 @@
+"""Snakemake script: family-specificity F1 sweep of one SAE's latents, its summary and the
+annotation-gap candidates of its family-specific latents."""
+
+from protsae.encoding import MaxActivations
+from protsae.evalset import read_split
+from protsae.families import filter_types, read_labels
+from protsae.specificity import family_f1_sweep, gap_candidates, summarise_family_f1
+from protsae.utils import atomic_path, setup_logging, write_json
+
+log = setup_logging(snakemake.log[0])
+maxima = MaxActivations.load(snakemake.input.maxima)
+split = read_split(snakemake.input.split)["split"]
+labels = filter_types(read_labels(snakemake.input.labels), snakemake.params.types)
+labels = labels[labels["protein"].isin(split.index)]
+log.info("%d proteins (%s), %d labels of types %s on %d of them", len(split), split.value_counts().to_dict(),
+         len(labels), snakemake.params.types, labels["protein"].nunique())
+table = family_f1_sweep(maxima, split, labels, thresholds=snakemake.params.thresholds)
+cutoff = snakemake.params.f1_cutoff
+gaps = gap_candidates(table, maxima, split, labels, f1_cutoff=cutoff)
+summary = {
+    "variant": snakemake.wildcards.variant,
+    "layer": int(snakemake.wildcards.layer),
+    "k": int(snakemake.wildcards.k),
+    "width": int(snakemake.wildcards.width),
+    "family_types": "/".join(snakemake.params.types) if snakemake.params.types else "any",
+    "n_test_proteins": int((split == "test").sum()),
+    **summarise_family_f1(table, f1_cutoff=cutoff),
+    "n_gap_candidates": len(gaps),
+}
+with atomic_path(snakemake.output.table) as tmp:
+    table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+with atomic_path(snakemake.output.gaps) as tmp:
+    gaps.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+write_json(snakemake.output.summary, summary)
+log.info("%s", summary)

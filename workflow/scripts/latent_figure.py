@@ -1,0 +1,37 @@
+"""Snakemake script: one latent figure (3c, 3d, 7a or 7b) from the summaries of its sweep's SAEs."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from protsae.figures import PATTERN_CLASSES, plot_latent_figure
+from protsae.utils import setup_logging
+
+FIGURES = {  # figure: (x axis, title)
+    "fig3c_patterns_per_layer": ("layer", "Activation patterns per layer"),
+    "fig3d_family_specific_per_layer": ("layer", "Family-specific latents per layer"),
+    "fig7a_k_sweep": ("k", "Family specificity and activation patterns vs k"),
+    "fig7b_width_sweep": ("width", "Family specificity and activation patterns vs width"),
+}
+
+log = setup_logging(snakemake.log[0])
+figure = snakemake.wildcards.figure
+kinds = [kind for kind in ("family", "patterns") if kind in snakemake.input.keys()]
+rows = []
+for index, spec in enumerate(snakemake.params.specs):
+    row = dict(spec)
+    if "family" in kinds:
+        row |= json.loads(Path(snakemake.input.family[index]).read_text())
+    if "patterns" in kinds:
+        counts = json.loads(Path(snakemake.input.patterns[index]).read_text())["counts"]
+        row |= {f"pattern_{name}": counts.get(name, 0) for name in PATTERN_CLASSES}
+    rows.append(row)
+types = snakemake.params.types
+x, title = FIGURES[figure]
+plot_latent_figure(
+    pd.DataFrame(rows), kinds, x, snakemake.output[0], f"{snakemake.params.model}: {title}",
+    f1_cutoff=snakemake.params.f1_cutoff,
+    types_label="InterPro " + ("/".join(types) if types else "entries of any type"),
+)
+log.info("wrote %s (sweep %s)", snakemake.output[0], snakemake.params.sweep)

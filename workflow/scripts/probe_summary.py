@@ -1,0 +1,20 @@
+"""Snakemake script: one row per probe (task, layer, features) with its test metric and
+coefficient statistics."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from protsae.utils import atomic_path, setup_logging
+
+log = setup_logging(snakemake.log[0])
+rows = []
+for path in snakemake.input:
+    result = json.loads(Path(path).read_text())
+    stats = {f"coef_{key}": value for key, value in result.pop("coefficient_stats").items()}
+    rows.append({key: value for key, value in result.items() if not isinstance(value, (dict, list))} | stats)
+table = pd.DataFrame(rows).sort_values(["task", "layer", "features"])
+with atomic_path(snakemake.output[0]) as tmp:
+    table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+log.info("\n%s", table[["task", "layer", "features", "metric", "test_score"]].to_string(index=False))
