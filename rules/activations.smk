@@ -14,7 +14,7 @@ rule cache_activations:
     params:
         model=canonical(config["model"]),
         layers=LAYERS,
-        activations=canonical(config["activations"]),
+        activations=settings(config["activations"]),
         positions_per_sequence=lambda wc: dataset_config(wc.dataset)["positions_per_sequence"],
     log:
         f"{LOGS}/activations/{{dataset}}/shard{{shard}}.log",

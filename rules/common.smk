@@ -46,6 +46,15 @@ def canonical(value):
     return value
 
 
+# Keys that say how a job runs, not what it computes: changing them must not rerun anything.
+RESOURCE_KEYS = {"threads", "gpus", "mem_mb", "runtime"}
+
+
+def settings(section, exclude=()):
+    """A config section as a rule's params: canonical, without resource keys (or ``exclude``)."""
+    return canonical({k: v for k, v in section.items() if k not in RESOURCE_KEYS and k not in exclude})
+
+
 def model_identity():
     """The model keys that decide which weights are read (not where or how they run)."""
     return canonical({k: v for k, v in config["model"].items() if k in ("kind", "id", "path", "size", "seed")})

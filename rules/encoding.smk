@@ -10,7 +10,7 @@ rule encode_codes:
     output:
         f"{RESULTS}/codes/{{dataset}}/layer{{layer}}/{{variant}}_k{{k}}_w{{width}}/shard{{shard}}.parquet",
     params:
-        encode=canonical(config["encode"]),
+        encode=settings(config["encode"], exclude={"datasets"}),
         model=canonical(config["model"]),
         max_tokens=config["activations"]["max_tokens"],
     log:

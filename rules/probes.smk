@@ -41,7 +41,7 @@ rule probe_fit:
         features=r"raw|[a-z0-9_]+_k\d+_w\d+",
     params:
         task=lambda wc: canonical(probe_task_config(wc.task)),
-        probes=canonical({k: v for k, v in config.get("probes", {}).items() if k != "tasks"}),
+        probes=settings(config.get("probes", {}), exclude={"tasks"}),
     log:
         f"{LOGS}/probes/{{task}}/layer{{layer}}/{{features}}.log",
     benchmark:

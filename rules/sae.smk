@@ -12,7 +12,7 @@ rule train_sae:
         curve=f"{RESULTS}/sae/{{dataset}}/layer{{layer}}/{{variant}}_k{{k}}_w{{width}}/loss_curve.png",
         history=f"{RESULTS}/sae/{{dataset}}/layer{{layer}}/{{variant}}_k{{k}}_w{{width}}/history.csv",
     params:
-        training=canonical(config["sae"]["training"]),
+        training=settings(config["sae"]["training"]),
         # Only this variant's options, so tuning one variant reruns only its SAEs.
         variant_options=lambda wc: canonical(config["sae"]["variants"].get(wc.variant, {})),
     log:
@@ -65,7 +65,7 @@ rule evaluate_sae:
         f"{RESULTS}/sae/{{dataset}}/layer{{layer}}/{{variant}}_k{{k}}_w{{width}}/splice.json",
     params:
         model=canonical(config["model"]),
-        evaluation=canonical(config["sae"]["evaluation"]),
+        evaluation=settings(config["sae"]["evaluation"]),
         holdout=canonical({k: config["sae"]["training"][k] for k in ("holdout_fraction", "holdout_seed")}),
     log:
         f"{LOGS}/sae/{{dataset}}/layer{{layer}}/{{variant}}_k{{k}}_w{{width}}.splice.log",
