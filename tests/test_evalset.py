@@ -52,7 +52,7 @@ def test_clusters_group_homologues_and_keep_one_representative(tmp_path):
 
 def test_duplicate_accession_names_file_and_line(tmp_path):
     fasta = write(tmp_path / "in.fasta", [("P00001", "MKV"), ("P00002", "MKL"), ("P00001", "MKT")])
-    with pytest.raises(ValueError, match=r"in\.fasta, line 5: .*P00001.* (first|already) seen at line 1"):
+    with pytest.raises(ValueError, match=r"in\.fasta, line 5: .*P00001.*(first|already) seen at line 1"):
         cluster_representatives(fasta, tmp_path / "reps.fasta", tmp_path / "clusters.tsv")
     assert not (tmp_path / "reps.fasta").exists() and not (tmp_path / "clusters.tsv").exists()
 

@@ -250,7 +250,7 @@ def test_tiny_config_end_to_end(tmp_path):
     # One figure rebuilds only itself when asked for by name.
     figure = results / "figures/fig3c_patterns_per_layer.png"
     figure.unlink()
-    proc = snakemake(["-n", "--configfile", "config/tiny.yaml", str(figure.relative_to(work))], cwd=work)
+    proc = snakemake([str(figure.relative_to(work)), "-n", "--configfile", "config/tiny.yaml"], cwd=work)
     assert planned_jobs(proc.stdout + proc.stderr) == {"latent_figure": 1}
 
 
