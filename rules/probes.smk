@@ -41,7 +41,7 @@ rule probe_fit:
         features=r"raw|[a-z0-9_]+_k\d+_w\d+",
     params:
         task=lambda wc: canonical(probe_task_config(wc.task)),
-        probes=settings(config.get("probes", {}), exclude={"tasks"}),
+        probes=settings(config.get("probes", {}), exclude={"tasks", "sweeps", "figure_sweep"}),
     log:
         f"{LOGS}/probes/{{task}}/layer{{layer}}/{{features}}.log",
     benchmark:
