@@ -226,11 +226,14 @@ def read_interpro_entries(path: str | os.PathLike) -> pd.DataFrame:
 def pfam_to_interpro(path: str | os.PathLike) -> dict[str, str]:
     """Map Pfam accession (no version, e.g. ``PF00042``) -> InterPro accession.
 
-    Reads the bundle's entries table (its ``pfam_members`` column, ``PF00168:C2,PF13188:PAS_8``)
-    or a two-column TSV ``pfam_acc  interpro_acc`` with a header line; plain or gzip. A Pfam family
+    Reads the bundle's entries table (its ``pfam_members`` column, ``PF00168:C2,PF13188:PAS_8``),
+    a two-column TSV ``pfam_acc  interpro_acc`` with a header line, or InterPro's own
+    ``interpro.xml(.gz)`` (the PFAM ``db_xref`` of each entry's ``member_list``); plain or gzip. A Pfam family
     is integrated into at most one InterPro entry, so a Pfam accession mapped twice is an error.
     """
     path = Path(path)
+    if path.name.endswith((".xml", ".xml.gz")):
+        return _pfam_to_interpro_xml(path)
     table = _read_tsv(path)
     if "pfam_members" in table.columns:
         _require_columns(table, ["accession", "pfam_members"], path, "InterPro entries")
@@ -268,6 +271,32 @@ def pfam_to_interpro(path: str | os.PathLike) -> dict[str, str]:
             f"entry ({', '.join(targets)})"
         )
     return dict(zip(pairs["pfam"], pairs["interpro"]))
+
+
+def _pfam_to_interpro_xml(path: Path) -> dict[str, str]:
+    """Pfam -> InterPro from InterPro's ``interpro.xml(.gz)``, streamed (the file is ~1 GB)."""
+    import xml.etree.ElementTree as ElementTree
+
+    mapping: dict[str, str] = {}
+    opener = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as handle:
+            for _, element in ElementTree.iterparse(handle, events=("end",)):
+                if element.tag != "interpro":
+                    continue
+                entry = element.get("id", "")
+                for xref in element.iterfind("member_list/db_xref"):
+                    if xref.get("db") == "PFAM":
+                        pfam = xref.get("dbkey", "").partition(".")[0]
+                        if mapping.setdefault(pfam, entry) != entry:
+                            raise FamilyFormatError(
+                                f"{path}: Pfam {pfam} is a member of {mapping[pfam]} and {entry}")
+                element.clear()
+    except ElementTree.ParseError as err:
+        raise FamilyFormatError(f"{path}, line {err.position[0]}: not valid InterPro XML ({err})") from None
+    if not mapping:
+        raise FamilyFormatError(f"{path}: no <interpro> entry with a PFAM member")
+    return mapping
 
 
 # -- Swiss-Prot flat file -----------------------------------------------------------------------

@@ -435,3 +435,13 @@ def test_label_proteins_runs_hmmsearch_only_on_proteins_no_earlier_source_labell
     assert stats["proteins"] == 12 and stats["proteins_labelled"] == 6
     assert [s["proteins_labelled"] for s in stats["sources"]] == [2, 4]
     assert stats["by_type"] == {"Domain": {"proteins": 2, "entries": 1}, "Family": {"proteins": 4, "entries": 1}}
+
+
+def test_pfam_to_interpro_from_interpro_xml(tmp_path):
+    xml = DATA / "interpro_sample.xml"
+    assert families.pfam_to_interpro(xml) == {"PF00051": "IPR000001", "PF00168": "IPR000008"}
+    assert families.pfam_to_interpro(_gzipped(xml, tmp_path)) == {"PF00051": "IPR000001", "PF00168": "IPR000008"}
+    broken = tmp_path / "broken.xml"
+    broken.write_text(xml.read_text().replace("</member_list>\n</interpro>\n<interpro id=\"IPR000008\"", "<interpro"))
+    with pytest.raises(families.FamilyFormatError, match=r"broken\.xml, line \d+: not valid InterPro XML"):
+        families.pfam_to_interpro(broken)
