@@ -310,11 +310,19 @@ class MaxActivations:
         dense[self.protein, self.latent] = self.value
         return dense
 
+    def latent_max(self) -> np.ndarray:
+        """(n_latents,) float32: each latent's largest activation over all proteins (0 if none)."""
+        top = np.zeros(self.n_latents, dtype=np.float32)
+        np.maximum.at(top, self.latent, self.value)
+        return top
+
     def save(self, path: str | os.PathLike) -> None:
-        """Write the matrix as an uncompressed ``.npz`` (atomically)."""
+        """Write the matrix, and each latent's global maximum (``latent_max``, for readers
+        outside protsae), as an uncompressed ``.npz`` (atomically)."""
         with atomic_path(path) as tmp, open(tmp, "wb") as handle:
             np.savez(handle, protein_ids=np.array(self.protein_ids, dtype=str), protein=self.protein,
-                     latent=self.latent, value=self.value, n_latents=np.int64(self.n_latents))
+                     latent=self.latent, value=self.value, n_latents=np.int64(self.n_latents),
+                     latent_max=self.latent_max())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "MaxActivations":

@@ -11,6 +11,7 @@ import torch
 
 from protsae.activations import cache_activations, list_type, read_acts
 from protsae.encoding import (
+    MaxActivations,
     code_schema,
     encode_cache,
     encode_from_model,
@@ -141,6 +142,14 @@ def test_max_activation_per_protein_matches_a_loop(tmp_path, sae, activation_sha
     dense = result.to_dense()
     assert dense[order.index("seq3")].max() == max(v for (s, _), v in expected.items() if s == "seq3")
     assert (result.to_scipy().toarray() == dense).all()
+    assert (result.latent_max() == dense.max(axis=0)).all()
+
+    # Saved and loaded unchanged; the file also carries the per-latent maxima.
+    result.save(tmp_path / "maxima.npz")
+    loaded = MaxActivations.load(tmp_path / "maxima.npz")
+    assert loaded.protein_ids == result.protein_ids and loaded.n_latents == result.n_latents
+    assert (loaded.to_dense() == dense).all()
+    assert (np.load(tmp_path / "maxima.npz")["latent_max"] == dense.max(axis=0)).all()
 
 
 def test_a_failure_leaves_no_file(tmp_path, tiny_model, sae, sequences, activation_shard):
