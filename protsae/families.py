@@ -40,7 +40,7 @@ import re
 import tempfile
 import zlib
 from pathlib import Path
-from typing import Iterable, Iterator, NamedTuple
+from typing import Iterable, Iterator, NamedTuple, Sequence
 
 import pandas as pd
 
@@ -140,6 +140,17 @@ def _check_values(
         )
 
 
+def _check_members(values: pd.Series, allowed: Sequence[str], path: Path, first_line: int, what: str) -> None:
+    """Raise at the first value not in ``allowed`` (row i is on ``first_line + i``)."""
+    bad = ~values.isin(allowed)
+    if bad.any():
+        position = int(bad.to_numpy().argmax())
+        raise FamilyFormatError(
+            f"{path}, line {first_line + position}: {what} {values.iloc[position]!r} is not one of "
+            f"{', '.join(allowed)}"
+        )
+
+
 def _tidy(labels: pd.DataFrame) -> pd.DataFrame:
     """Label-table order: sorted by protein then accession, the first row of each pair kept."""
     labels = labels[LABEL_COLUMNS].sort_values(["protein", "accession"], kind="stable")
@@ -201,13 +212,7 @@ def read_interpro_entries(path: str | os.PathLike) -> pd.DataFrame:
         _require_columns(table, ["accession", "type", "name"], path, "InterPro entries")
     entries = table[["accession", "type", "name"]].reset_index(drop=True)
     _check_values(entries["accession"], _INTERPRO_ACC, path, 2, "InterPro accession")
-    bad_type = ~entries["type"].isin(INTERPRO_TYPES)
-    if bad_type.any():
-        row = int(bad_type.to_numpy().argmax())
-        raise FamilyFormatError(
-            f"{path}, line {row + 2}: entry type {entries['type'].iloc[row]!r} is not one of "
-            f"{', '.join(INTERPRO_TYPES)}"
-        )
+    _check_members(entries["type"], INTERPRO_TYPES, path, 2, "entry type")
     unnamed = entries["name"] == ""
     if unnamed.any():
         row = int(unnamed.to_numpy().argmax())
@@ -763,11 +768,5 @@ def read_labels(path: str | os.PathLike) -> pd.DataFrame:
     _require_columns(labels, LABEL_COLUMNS, path, "label table")
     labels = labels[LABEL_COLUMNS]
     _check_values(labels["accession"], _INTERPRO_ACC, path, 2, "InterPro accession")
-    bad_source = ~labels["source"].isin(SOURCES)
-    if bad_source.any():
-        row = int(bad_source.to_numpy().argmax())
-        raise FamilyFormatError(
-            f"{path}, line {row + 2}: source {labels['source'].iloc[row]!r} is not one of "
-            f"{', '.join(SOURCES)}"
-        )
+    _check_members(labels["source"], SOURCES, path, 2, "source")
     return labels
