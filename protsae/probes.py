@@ -437,6 +437,45 @@ def _fit_logistic(X: np.ndarray, y: np.ndarray, C: float, max_iter: int) -> Logi
     return model
 
 
+@dataclass
+class _Search:
+    """A validation grid search refitted on train + valid (see `_select_and_refit`)."""
+
+    model: object
+    features: np.ndarray  # (n, d) X standardised with the train + valid mean/std
+    mean: np.ndarray
+    std: np.ndarray
+    valid_scores: dict[float, float]
+    chosen: float
+    train: np.ndarray
+    valid: np.ndarray
+    test: np.ndarray
+
+    def fields(self) -> dict:
+        """The `ProbeResult` fields every protein probe fills the same way."""
+        return dict(valid_scores=self.valid_scores, chosen=self.chosen, n_train=int(self.train.sum()),
+                    n_valid=int(self.valid.sum()), n_test=int(self.test.sum()), feature_mean=self.mean,
+                    feature_std=self.std)
+
+
+def _select_and_refit(X: np.ndarray, y: np.ndarray, split: np.ndarray, grid: Sequence[float],
+                      prefer_larger: bool, fit, score) -> _Search:
+    """Fit ``fit(Xs, y, value)`` for each grid value on the train rows (standardised with their
+    mean/std), score each with ``score(model, Xs, y)`` on validation, pick the best (ties: the
+    larger value when ``prefer_larger``, else the smaller; the stronger regularisation either
+    way) and refit it on train + valid, standardised with their mean/std."""
+    train, valid, test = _split_masks(split)
+    Xs, _, _ = _standardised(X, train)
+    valid_scores = {}
+    for value in sorted(grid):
+        valid_scores[float(value)] = score(fit(Xs[train], y[train], value), Xs[valid], y[valid])
+    chosen = _best(valid_scores, sorted(valid_scores, reverse=prefer_larger))
+    fit_rows = train | valid
+    Xs, mean, std = _standardised(X, fit_rows)
+    model = fit(Xs[fit_rows], y[fit_rows], chosen)
+    return _Search(model, Xs, mean, std, valid_scores, chosen, train, valid, test)
+
+
 def fit_protein_classifier(X: np.ndarray, y: np.ndarray, split: np.ndarray,
                            Cs: Sequence[float] = (1e-3, 1e-2, 1e-1, 1, 10), max_iter: int = 5000) -> ProbeResult:
     """Logistic-regression probe on protein features X (n, d) with class labels y (n,).
@@ -446,35 +485,25 @@ def fit_protein_classifier(X: np.ndarray, y: np.ndarray, split: np.ndarray,
     on train + valid, standardised with their mean/std, and scored on test. Rows whose split is
     none of train/valid/test are ignored.
     """
-    train, valid, test = _split_masks(split)
     y = np.asarray(y)
-    Xs, _, _ = _standardised(X, train)
-    valid_scores = {}
-    for C in sorted(Cs):
-        model = _fit_logistic(Xs[train], y[train], C, max_iter)
-        valid_scores[float(C)] = float(np.mean(model.predict(Xs[valid]) == y[valid]))
-    chosen = _best(valid_scores, sorted(valid_scores))
-    fit_rows = train | valid
-    Xs, mean, std = _standardised(X, fit_rows)
-    model = _fit_logistic(Xs[fit_rows], y[fit_rows], chosen, max_iter)
+    search = _select_and_refit(
+        X, y, split, Cs, prefer_larger=False,
+        fit=lambda features, targets, C: _fit_logistic(features, targets, C, max_iter),
+        score=lambda model, features, targets: float(np.mean(model.predict(features) == targets)),
+    )
+    model, Xs, test = search.model, search.features, search.test
     classes = [str(c) for c in model.classes_]
     return ProbeResult(
         task="protein_classification",
         metric="accuracy",
         test_score=float(np.mean(model.predict(Xs[test]) == y[test])),
-        valid_scores=valid_scores,
         hparam="C",
-        chosen=chosen,
         refit=True,
-        n_train=int(train.sum()),
-        n_valid=int(valid.sum()),
-        n_test=int(test.sum()),
         classes=classes,
         coef_classes=classes[1:] if len(classes) == 2 else classes,
         coef=model.coef_.astype(np.float32),
         intercept=model.intercept_.astype(np.float32),
-        feature_mean=mean,
-        feature_std=std,
+        **search.fields(),
     )
 
 
@@ -491,35 +520,25 @@ def fit_protein_regressor(X: np.ndarray, y: np.ndarray, split: np.ndarray,
     regularisation) is refitted on train + valid and scored on test: Spearman rho, with Pearson r
     and RMSE in ``extras``.
     """
-    train, valid, test = _split_masks(split)
     y = np.asarray(y, dtype=np.float64)
-    Xs, _, _ = _standardised(X, train)
-    valid_scores = {}
-    for alpha in sorted(alphas):
-        model = Ridge(alpha=alpha).fit(Xs[train], y[train])
-        valid_scores[float(alpha)] = _spearman(model.predict(Xs[valid]), y[valid])
-    chosen = _best(valid_scores, sorted(valid_scores, reverse=True))
-    fit_rows = train | valid
-    Xs, mean, std = _standardised(X, fit_rows)
-    model = Ridge(alpha=chosen).fit(Xs[fit_rows], y[fit_rows])
-    prediction = model.predict(Xs[test])
+    search = _select_and_refit(
+        X, y, split, alphas, prefer_larger=True,
+        fit=lambda features, targets, alpha: Ridge(alpha=alpha).fit(features, targets),
+        score=lambda model, features, targets: _spearman(model.predict(features), targets),
+    )
+    model, test = search.model, search.test
+    prediction = model.predict(search.features[test])
     return ProbeResult(
         task="protein_regression",
         metric="spearman",
         test_score=_spearman(prediction, y[test]),
-        valid_scores=valid_scores,
         hparam="alpha",
-        chosen=chosen,
         refit=True,
-        n_train=int(train.sum()),
-        n_valid=int(valid.sum()),
-        n_test=int(test.sum()),
         classes=None,
         coef_classes=["target"],
         coef=np.atleast_2d(model.coef_).astype(np.float32),
         intercept=np.atleast_1d(model.intercept_).astype(np.float32),
-        feature_mean=mean,
-        feature_std=std,
+        **search.fields(),
         extras={
             "pearson": float(scipy.stats.pearsonr(prediction, y[test]).statistic),
             "rmse": float(np.sqrt(np.mean((prediction - y[test]) ** 2))),
