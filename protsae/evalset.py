@@ -140,13 +140,14 @@ def cluster_representatives(
         if not order:
             raise ValueError(f"{sequences}: no protein of length {min_length}..{max_length} ({config_key})")
         clusters = run_mmseqs_cluster(kept_fasta, params, threads)
+        representatives = set(clusters["representative"])
+        # From the filtered copy: a Swiss-Prot flat file is not parsed a second time.
+        write_fasta((r for r in read_fasta(kept_fasta) if r.seq_id in representatives), representatives_out)
     rank = {accession: i for i, accession in enumerate(order)}
     clusters = clusters.assign(_r=clusters["representative"].map(rank), _m=clusters["member"].map(rank))
     clusters = clusters.sort_values(["_r", "_m"]).drop(columns=["_r", "_m"])
-    representatives = set(clusters["representative"])
     with atomic_path(clusters_out) as tmp:
         clusters.to_csv(tmp, sep="\t", index=False)
-    write_fasta((r for r in read_proteins(sequences) if r.seq_id in representatives), representatives_out)
     sizes = clusters.groupby("representative").size()
     return {
         "input": str(sequences),
