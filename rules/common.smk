@@ -144,6 +144,11 @@ def encoding_input(wc):
     return inputs
 
 
+def evalset_codes(wc):
+    """The code shards of the evaluation set under one SAE."""
+    return [codes_path(EVALSET, wc.layer, wc.variant, wc.k, wc.width, s) for s in shard_ids(EVALSET)]
+
+
 def latent_path(name, variant, layer, k, width):
     return f"{LATENTS}/layer{layer}/{variant}_k{k}_w{width}/{name}"
 
@@ -282,43 +287,42 @@ def probe_figure_inputs(wc):
                      for layer, features in pairs if layer == deepest]}
 
 
+def _check_sweep_name(key, name):
+    names = [sweep["name"] for sweep in config["sae"]["sweeps"]]
+    if name not in names:
+        raise ValueError(f"{key} is {name!r}, not a sweep name under sae.sweeps {sorted(names)}")
+
+
+def _check_derived_dataset(name, fasta, owner, reader):
+    """A dataset whose FASTA the workflow writes for ``owner`` (the config key it serves) must be
+    declared under datasets, at that path, with every residue cached."""
+    if name not in config["datasets"]:
+        raise ValueError(f"{owner}: declare the dataset {name!r} under 'datasets' (fasta: {fasta})")
+    dataset = config["datasets"][name]
+    if dataset["fasta"] != fasta:
+        raise ValueError(f"datasets.{name}.fasta must be {fasta!r} (the sequences of {owner})")
+    if dataset["positions_per_sequence"] is not None:
+        raise ValueError(f"datasets.{name}.positions_per_sequence must be null: {reader} read every residue")
+
+
 def _check_probes():
-    names = {sweep["name"] for sweep in config["sae"]["sweeps"]}
-    for key in ["figure_sweep"]:
-        sweep = config["probes"][key]
-        if sweep is not None and sweep not in names:
-            raise ValueError(f"probes.{key} is {sweep!r}, not a sweep name under sae.sweeps {sorted(names)}")
+    if config["probes"]["figure_sweep"] is not None:
+        _check_sweep_name("probes.figure_sweep", config["probes"]["figure_sweep"])
     for sweep in config["probes"]["sweeps"] or []:
-        if sweep not in names:
-            raise ValueError(f"probes.sweeps names {sweep!r}, not a sweep under sae.sweeps {sorted(names)}")
+        _check_sweep_name("probes.sweeps", sweep)
     for task in PROBE_TASKS:
-        dataset = probe_dataset(task)
-        fasta = f"results/probes/{task}/sequences.fasta"
-        if dataset not in config["datasets"]:
-            raise ValueError(f"probes.tasks.{task}: declare the dataset {dataset!r} under 'datasets' (fasta: {fasta})")
-        if config["datasets"][dataset]["fasta"] != fasta:
-            raise ValueError(f"datasets.{dataset}.fasta must be {fasta!r} (the sequences of probes.tasks.{task})")
-        if config["datasets"][dataset]["positions_per_sequence"] is not None:
-            raise ValueError(f"datasets.{dataset}.positions_per_sequence must be null: probes read every residue")
+        _check_derived_dataset(probe_dataset(task), f"results/probes/{task}/sequences.fasta",
+                               f"probes.tasks.{task}", "probes")
 
 
 def _check_evalset():
-    name = EVALSET
-    where = f"evalset.dataset ({name!r})"
-    if name not in config["datasets"]:
-        raise ValueError(f"{where} is not a key of 'datasets': declare it there to cache the representatives")
-    dataset = config["datasets"][name]
-    fasta = f"{EVALSETS}/representatives.fasta"
-    if dataset["fasta"] != fasta:
-        raise ValueError(f"datasets.{name}.fasta must be {fasta!r} (the representatives of {where})")
-    if dataset["positions_per_sequence"] is not None:
-        raise ValueError(f"datasets.{name}.positions_per_sequence must be null: the latent analyses read every residue")
+    _check_derived_dataset(EVALSET, f"{EVALSETS}/representatives.fasta", f"evalset.dataset ({EVALSET!r})",
+                           "the latent analyses")
     if "families" not in config:
         raise ValueError("evalset is set but 'families' is missing: the F1 sweep needs family labels")
-    names = {sweep["name"] for sweep in config["sae"]["sweeps"]}
     for key, sweep in config["latents"]["figures"].items():
-        if sweep is not None and sweep not in names:
-            raise ValueError(f"latents.figures.{key} is {sweep!r}, not a sweep name under sae.sweeps {sorted(names)}")
+        if sweep is not None:
+            _check_sweep_name(f"latents.figures.{key}", sweep)
 
 
 def _check_config():

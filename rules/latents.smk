@@ -75,7 +75,7 @@ rule evalset_split:
 
 rule protein_maxima:
     input:
-        codes=lambda wc: [codes_path(EVALSET, wc.layer, wc.variant, wc.k, wc.width, s) for s in shard_ids(EVALSET)],
+        codes=evalset_codes,
     output:
         f"{LATENTS}/layer{{layer}}/{{variant}}_k{{k}}_w{{width}}/maxima.npz",
     log:
@@ -121,7 +121,7 @@ rule family_specificity:
 
 rule activation_patterns:
     input:
-        codes=lambda wc: [codes_path(EVALSET, wc.layer, wc.variant, wc.k, wc.width, s) for s in shard_ids(EVALSET)],
+        codes=evalset_codes,
         maxima=f"{LATENTS}/layer{{layer}}/{{variant}}_k{{k}}_w{{width}}/maxima.npz",
         split=f"{LATENTS}/split.tsv",
     output:
