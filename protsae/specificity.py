@@ -25,15 +25,22 @@ then the threshold bin of every entry whose ratio reaches the lowest threshold, 
 exact per-latent float32 cutoff so that most entries are never divided), then bincounts over
 (latent, threshold) and (latent, candidate family, threshold). Every ratio is compared as
 float64(value) / float64(m_j) >= t, so the result equals a per-latent loop's bit for bit.
+
+``threads`` > 1 spreads the chunks over a thread pool: numpy's gathers, comparisons and
+nonzero release the GIL, and each step is written with those (``np.take``, not ``ufunc.at``,
+which holds it). Chunk results are combined in chunk order or with order-free reductions (max,
+sums), so the table does not depend on the number of threads.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterator, Mapping, Sequence
+from typing import Callable, Mapping, Sequence, TypeVar
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from .encoding import MaxActivations
 
@@ -55,6 +62,12 @@ GAP_COLUMNS = (
 # Entries handled per step of a pass over the non-zeros: large enough that numpy's per-call
 # overhead is small, small enough that the per-chunk temporaries (~1 MB each) stay in cache.
 _CHUNK = 1 << 17
+# Entries per step when counting true positives over the kept entries: each step adds a bincount
+# over all (latent, family, threshold) options, so fewer, larger steps.
+_SPAN = 1 << 20
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 
 @dataclass
@@ -71,7 +84,7 @@ class _Problem:
     (n_proteins,) int64, each protein's first family, -2 (matching nothing) when it has none.
     """
 
-    protein_ids: pd.Index
+    protein_ids: pa.Array
     is_train: np.ndarray
     is_test: np.ndarray
     families: np.ndarray
@@ -83,7 +96,7 @@ class _Problem:
 
     def ids(self, protein: np.ndarray) -> np.ndarray:
         """(n,) object: the ids of protein indices."""
-        return self.protein_ids.take(protein).to_numpy(dtype=object)
+        return self.protein_ids.take(protein).to_numpy(zero_copy_only=False)
 
     def has_label(self, protein: np.ndarray, family: np.ndarray) -> np.ndarray:
         """(n,) bool: whether protein[i] carries family[i] (family -1: never).
@@ -91,12 +104,13 @@ class _Problem:
         A protein has a handful of families, so comparing slot by slot (one pass per slot, over
         the proteins that have that many) beats a binary search over all labels.
         """
-        found = self.first_family[protein] == family
-        pending = np.flatnonzero(self.n_labels[protein] > 1)
-        start, n_labels = self.label_ptr[protein[pending]], self.n_labels[protein[pending]]
+        found = np.take(self.first_family, protein) == family
+        pending = np.flatnonzero(np.take(self.n_labels, protein) > 1)
+        protein = np.take(protein, pending)
+        start, n_labels = np.take(self.label_ptr, protein), np.take(self.n_labels, protein)
         slot = 1
         while pending.size:
-            found[pending] |= self.label_family[start + slot] == family[pending]
+            found[pending] |= np.take(self.label_family, start + slot) == np.take(family, pending)
             slot += 1
             more = np.flatnonzero(n_labels > slot)
             pending, start, n_labels = pending[more], start[more], n_labels[more]
@@ -108,46 +122,63 @@ class _Problem:
         return np.bincount(self.label_family[:-1][in_split[label_protein]], minlength=len(self.families))
 
 
+def _id_array(ids, what: str) -> pa.Array:
+    """Protein ids (a list, numpy array, pandas Index or Series of str) as one Arrow array."""
+    values = ids.array if isinstance(ids, (pd.Index, pd.Series)) else ids
+    try:
+        array = pa.array(values, type=pa.large_string())
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+        raise ValueError(f"{what} protein ids must be strings ({error})") from None
+    if array.null_count:
+        raise ValueError(f"{what} has a missing protein id")
+    return array
+
+
 def _prepare(maxima: MaxActivations, split: pd.Series | Mapping[str, str], labels: pd.DataFrame) -> _Problem:
     split = pd.Series(split, dtype=object) if isinstance(split, Mapping) else split
-    # Ids as Python objects: pandas hashes them several times faster than its Arrow strings.
-    split_ids = pd.Index(split.index.to_numpy(dtype=object), dtype=object)
-    if split_ids.has_duplicates:
-        raise ValueError(f"split lists protein {split_ids[split_ids.duplicated()][0]!r} twice")
-    split_train = (split == "train").to_numpy(dtype=bool)
-    split_test = (split == "test").to_numpy(dtype=bool)
-    unknown = np.flatnonzero(~(split_train | split_test))
-    if unknown.size:
-        raise ValueError(f"split value {split.iloc[unknown[0]]!r} (protein {split_ids[unknown[0]]!r}) "
-                         "is neither 'train' nor 'test'")
-    row_ids = pd.Index(maxima.protein_ids, dtype=object)
-    if row_ids.has_duplicates:
-        raise ValueError(f"maxima list protein {row_ids[row_ids.duplicated()][0]!r} twice")
-    # get_indexer, not isin: pandas' isin on string indexes loops in Python.
-    split_row = split_ids.get_indexer(row_ids)
-    missing = np.flatnonzero(split_row < 0)
-    if missing.size:
-        raise ValueError(f"protein {row_ids[missing[0]]!r} of the maxima is not in the split")
-    only_in_split = np.ones(len(split), dtype=bool)
-    only_in_split[split_row] = False
-    protein_ids = row_ids.append(split_ids[only_in_split])
-
     missing_columns = {"protein", "accession", "name"} - set(labels.columns)
     if missing_columns:
         raise ValueError(f"labels lack column(s) {sorted(missing_columns)}")
-    label_protein = protein_ids.get_indexer(labels["protein"].to_numpy(dtype=object))
-    in_set = np.flatnonzero(label_protein >= 0)
+    # One Arrow hash over the rows' ids, then the split's, then the labels': codes follow first
+    # appearance, so the rows are proteins 0..n_rows - 1, proteins only in the split follow in
+    # split order, and codes past those are label proteins outside the split.
+    n_rows, n_split = len(maxima.protein_ids), len(split)
+    encoded = pa.chunked_array([
+        _id_array(maxima.protein_ids, "maxima"), _id_array(split.index, "split"), _id_array(labels["protein"], "labels"),
+    ]).dictionary_encode().combine_chunks()
+    codes = encoded.indices.to_numpy()
+    row_code, split_code, label_code = codes[:n_rows], codes[n_rows:n_rows + n_split], codes[n_rows + n_split:]
+    if not np.array_equal(row_code, np.arange(n_rows)):
+        twice = int(np.flatnonzero(row_code != np.arange(n_rows))[0])
+        raise ValueError(f"maxima list protein {maxima.protein_ids[twice]!r} twice")
+    per_protein = np.bincount(split_code, minlength=n_rows)
+    if per_protein.max(initial=1) > 1:
+        twice = int(np.flatnonzero(per_protein[split_code] > 1)[0])
+        raise ValueError(f"split lists protein {split.index[twice]!r} twice")
+    if per_protein[:n_rows].min(initial=1) == 0:
+        raise ValueError(f"protein {maxima.protein_ids[int(np.argmin(per_protein[:n_rows]))]!r} "
+                         "of the maxima is not in the split")
+    n_proteins = per_protein.size
+    is_train, is_test = np.zeros(n_proteins, dtype=bool), np.zeros(n_proteins, dtype=bool)
+    is_train[split_code] = (split == "train").to_numpy(dtype=bool)
+    is_test[split_code] = (split == "test").to_numpy(dtype=bool)
+    unknown = np.flatnonzero(~(is_train | is_test)[split_code])
+    if unknown.size:
+        raise ValueError(f"split value {split.iloc[unknown[0]]!r} (protein {split.index[unknown[0]]!r}) "
+                         "is neither 'train' nor 'test'")
+
+    in_set = np.flatnonzero(label_code < n_proteins)
     family, families = pd.factorize(labels["accession"].iloc[in_set], sort=True)
     n_families = max(len(families), 1)
     _, first = np.unique(family, return_index=True)
-    keys = np.unique(label_protein[in_set].astype(np.int64) * n_families + family)
-    label_ptr = np.searchsorted(keys // n_families, np.arange(len(protein_ids) + 1))
+    keys = np.unique(label_code[in_set].astype(np.int64) * n_families + family)
+    label_ptr = np.searchsorted(keys // n_families, np.arange(n_proteins + 1))
     n_labels = np.diff(label_ptr)
     label_family = np.r_[keys % n_families, -1]
     return _Problem(
-        protein_ids=protein_ids,
-        is_train=np.r_[split_train[split_row], split_train[only_in_split]],
-        is_test=np.r_[split_test[split_row], split_test[only_in_split]],
+        protein_ids=encoded.dictionary.slice(0, n_proteins),
+        is_train=is_train,
+        is_test=is_test,
         families=np.asarray(families, dtype=object),
         family_names=labels["name"].iloc[in_set].to_numpy(dtype=object)[first],
         label_ptr=label_ptr,
@@ -179,43 +210,71 @@ def _coo(maxima: MaxActivations) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return protein, latent, value
 
 
-def _chunks(n: int) -> Iterator[slice]:
-    for start in range(0, n, _CHUNK):
-        yield slice(start, min(start + _CHUNK, n))
+def _chunks(n: int, size: int | None = None) -> list[slice]:
+    size = size or _CHUNK
+    return [slice(start, min(start + size, n)) for start in range(0, n, size)]
 
 
-def _train_maxima(maxima: MaxActivations, is_train: np.ndarray) -> np.ndarray:
-    """(n_latents,) float32: each latent's largest value over train proteins, 0 when none."""
-    protein, latent, value = _coo(maxima)
-    norm_max = np.zeros(maxima.n_latents, dtype=np.float32)
-    for part in _chunks(value.size):
-        if not value[part].min() > 0:  # also catches NaN
-            raise ValueError("maxima values must be > 0 (inactive pairs are absent)")
-        train = is_train[protein[part]]
-        np.maximum.at(norm_max, latent[part][train], value[part][train])
-    return norm_max
+def _map(function: Callable[[_T], _R], items: Sequence[_T], threads: int) -> list[_R]:
+    """[function(item) for item in items], on a pool of ``threads`` threads when > 1."""
+    if threads <= 1 or len(items) <= 1:
+        return [function(item) for item in items]
+    with ThreadPoolExecutor(min(threads, len(items))) as pool:
+        return list(pool.map(function, items))
+
+
+def _joined(parts: list[tuple[np.ndarray, ...]], dtypes: tuple) -> list[np.ndarray]:
+    """Per-chunk tuples of arrays -> one array per tuple position, in chunk order."""
+    return [np.concatenate(column) for column in zip(*parts)] if parts else [np.zeros(0, d) for d in dtypes]
 
 
 @dataclass
-class _Pass:
-    """What one pass over the non-zeros keeps, given the train maxima.
+class _TrainMaxima:
+    """norm_max: (n_latents,) float32, each latent's largest value over train proteins (0 when
+    none). top_latent, top_protein: the train entries holding their latent's maximum."""
 
-    predicted: (n_latents, T) int64, train proteins at or above each threshold.
-    top_latent, top_protein: the train entries at their latent's maximum (ratio exactly 1).
-    train_*: the entries of labelled train proteins that reach the lowest threshold, the only
-    ones that can be true positives; test_*: the test entries that reach it. Each as protein
-    (int64), latent (int32) and bin (uint8, the number of thresholds t with ratio >= t, 1..T).
-    """
-
-    predicted: np.ndarray
+    norm_max: np.ndarray
     top_latent: np.ndarray
     top_protein: np.ndarray
-    train_protein: np.ndarray
-    train_latent: np.ndarray
-    train_bin: np.ndarray
-    test_protein: np.ndarray
-    test_latent: np.ndarray
-    test_bin: np.ndarray
+
+
+def _train_maxima(maxima: MaxActivations, is_train: np.ndarray, threads: int = 1) -> _TrainMaxima:
+    """The first pass: each latent's train maximum and the entries that hold it.
+
+    Each thread keeps a running maximum over its share of the chunks. Only train entries at or
+    above it (all of a latent's first entries, then few) are looked at again: they are written
+    to the running maximum (an assignment with repeated latents keeps one of their values, and
+    those still above go round again) and kept, since every entry holding the final maximum is
+    among them. No ``np.maximum.at``, which holds the GIL.
+    """
+    protein, latent, value = _coo(maxima)
+    parts = _chunks(value.size)
+
+    def running_max(group: list[slice]) -> tuple[np.ndarray, list[tuple[np.ndarray, ...]]]:
+        top = np.zeros(maxima.n_latents, dtype=np.float32)
+        kept = []
+        for part in group:
+            part_latent, part_value = latent[part], value[part]
+            if not part_value.min() > 0:  # also catches NaN
+                raise ValueError("maxima values must be > 0 (inactive pairs are absent)")
+            reaching = np.flatnonzero(np.take(is_train, protein[part]) & (part_value >= np.take(top, part_latent)))
+            rising_latent, rising_value = np.take(part_latent, reaching), np.take(part_value, reaching)
+            kept.append((rising_latent, np.take(protein[part], reaching), rising_value))
+            while True:
+                above = np.flatnonzero(rising_value > np.take(top, rising_latent))
+                if not above.size:
+                    break
+                rising_latent, rising_value = np.take(rising_latent, above), np.take(rising_value, above)
+                top[rising_latent] = rising_value
+        return top, kept
+
+    n_groups = max(1, min(threads, len(parts)))
+    groups = _map(running_max, [parts[i::n_groups] for i in range(n_groups)], threads)
+    norm_max = np.maximum.reduce([top for top, _ in groups]) if groups else np.zeros(maxima.n_latents, np.float32)
+    kept_latent, kept_protein, kept_value = _joined([part for _, kept in groups for part in kept],
+                                                    (np.int32, np.int64, np.float32))
+    at_max = np.flatnonzero(kept_value == np.take(norm_max, kept_latent))
+    return _TrainMaxima(norm_max, kept_latent[at_max], kept_protein[at_max])
 
 
 def _reaching_cutoff(norm_max: np.ndarray, threshold: float) -> np.ndarray:
@@ -245,51 +304,107 @@ def _reaching_cutoff(norm_max: np.ndarray, threshold: float) -> np.ndarray:
     return all_cutoffs
 
 
+@dataclass
+class _Pairs:
+    """Candidate (latent, family) pairs, by latent then accession: each scored latent's top
+    protein's families. latent, family: (n_pairs,) int64; start: (n_latents,) each latent's
+    first pair; slot_families: per slot k, (n_latents,) each latent's k-th family, -1 where it
+    has fewer."""
+
+    latent: np.ndarray
+    family: np.ndarray
+    start: np.ndarray
+    slot_families: list[np.ndarray]
+
+
+def _candidate_pairs(top: np.ndarray, problem: _Problem) -> _Pairs:
+    n_candidates = np.zeros(top.size, dtype=np.int64)
+    fires = top >= 0
+    n_candidates[fires] = problem.n_labels[top[fires]]
+    latent = np.repeat(np.arange(top.size), n_candidates)
+    start = np.cumsum(n_candidates) - n_candidates
+    family = problem.label_family[problem.label_ptr[top[latent]] + np.arange(latent.size) - start[latent]]
+    slot_families = []
+    for slot in range(int(n_candidates.max(initial=0))):
+        with_slot = np.flatnonzero(n_candidates > slot)
+        slot_families.append(np.full(top.size, -1, dtype=np.int64))
+        slot_families[slot][with_slot] = family[start[with_slot] + slot]
+    return _Pairs(latent, family, start, slot_families)
+
+
+@dataclass
+class _Counts:
+    """What the second pass keeps, for the scored latents.
+
+    predicted: (n_latents, T) int64, train proteins at or above each threshold.
+    true_positive: (n_pairs, T) int64, train proteins of the pair's family at or above each.
+    test_*: the test entries that reach the lowest threshold as protein (int64), latent (int32)
+    and bin (uint8, the number of thresholds t with ratio >= t, 1..T).
+    """
+
+    predicted: np.ndarray
+    true_positive: np.ndarray
+    test_protein: np.ndarray
+    test_latent: np.ndarray
+    test_bin: np.ndarray
+
+
 def _threshold_pass(maxima: MaxActivations, norm_max: np.ndarray, thresholds: np.ndarray,
-                    problem: _Problem) -> _Pass:
-    """The second pass: bins of the entries reaching the lowest threshold, train counts per bin."""
+                    problem: _Problem, pairs: _Pairs, threads: int = 1) -> _Counts:
+    """The second pass, over the entries of latents with candidate families that reach the
+    lowest threshold: their threshold bins, counted per latent and per pair on train."""
     n_bins = thresholds.size + 1
-    predicted_counts = np.zeros(maxima.n_latents * n_bins, dtype=np.int64)
-    is_labelled = problem.n_labels > 0
-    # A latent with no train maximum has cutoff +inf: its test entries drop out.
-    cutoff = _reaching_cutoff(norm_max, thresholds[0])
+    # Latents without candidates (never firing on train, or an unlabelled top protein) get cutoff
+    # +inf: their entries drop out at once.
+    scored = np.zeros(maxima.n_latents, dtype=bool)
+    scored[pairs.latent] = True
+    cutoff = np.where(scored, _reaching_cutoff(norm_max, thresholds[0]), np.float32(np.inf))
     all_protein, all_latent, all_value = _coo(maxima)
-    top, train_kept, test_kept = [], [], []
-    for part in _chunks(all_value.size):
-        latent, value = all_latent[part], all_value[part]
-        keep = np.flatnonzero(value >= cutoff[latent])
-        latent, protein = latent[keep], all_protein[part][keep]
-        ratio = np.divide(value[keep], norm_max[latent], dtype=np.float64)
+
+    def binned(part: slice) -> tuple[tuple[np.ndarray, ...], ...]:
+        keep = np.flatnonzero(all_value[part] >= np.take(cutoff, all_latent[part]))
+        latent, protein = np.take(all_latent[part], keep), np.take(all_protein[part], keep)
+        ratio = np.divide(np.take(all_value[part], keep), np.take(norm_max, latent), dtype=np.float64)
         # Counting the comparisons ratio >= t themselves keeps the bins exact.
         bins = np.ones(keep.size, dtype=np.uint8)
         for threshold in thresholds[1:]:
             bins += ratio >= threshold
-        train = problem.is_train[protein]
-        train_entries = np.flatnonzero(train)
-        predicted_counts += np.bincount(latent[train_entries].astype(np.int64) * n_bins + bins[train_entries],
-                                        minlength=predicted_counts.size)
-        # ratio == 1 exactly iff value == norm_max: float32 neighbours differ by far more than
-        # one float64 rounding.
-        at_max = train_entries[ratio[train_entries] == 1.0]
-        top.append((latent[at_max], protein[at_max]))
-        labelled = train_entries[is_labelled[protein[train_entries]]]
-        train_kept.append((protein[labelled], latent[labelled], bins[labelled]))
-        test = np.flatnonzero(~train)
-        test_kept.append((protein[test], latent[test], bins[test]))
+        train = np.take(problem.is_train, protein)
+        train_entries, test_entries = np.flatnonzero(train), np.flatnonzero(~train)
+        train_protein, train_latent, train_bins = (np.take(a, train_entries) for a in (protein, latent, bins))
+        # True positives one candidate slot at a time (most latents have one family).
+        hit_keys = []
+        for slot, slot_family in enumerate(pairs.slot_families):
+            family = np.take(slot_family, train_latent)
+            if slot:
+                with_slot = np.flatnonzero(family >= 0)
+                train_protein, train_latent, train_bins, family = (
+                    np.take(a, with_slot) for a in (train_protein, train_latent, train_bins, family))
+            hit = np.flatnonzero(problem.has_label(train_protein, family))
+            hit_keys.append((np.take(pairs.start, np.take(train_latent, hit)) + slot) * n_bins + np.take(train_bins, hit))
+        return (
+            (np.take(latent, train_entries).astype(np.int64) * n_bins + np.take(bins, train_entries),),
+            tuple(hit_keys),
+            (np.take(protein, test_entries), np.take(latent, test_entries), np.take(bins, test_entries)),
+        )
 
-    def joined(parts: list[tuple[np.ndarray, ...]], dtypes: tuple) -> list[np.ndarray]:
-        return [np.concatenate(column) for column in zip(*parts)] if parts else [np.zeros(0, d) for d in dtypes]
-
-    entry_dtypes = (np.int64, np.int32, np.uint8)
-    return _Pass(_reverse_cumsum(predicted_counts.reshape(maxima.n_latents, n_bins)),
-                 *joined(top, (np.int32, np.int64)), *joined(train_kept, entry_dtypes), *joined(test_kept, entry_dtypes))
+    chunks = _map(binned, _chunks(all_value.size), threads)
+    predicted_keys, hit_keys, test_kept = (list(column) for column in zip(*chunks)) if chunks else ([],) * 3
+    predicted = np.bincount(_joined(predicted_keys, (np.int64,))[0], minlength=maxima.n_latents * n_bins)
+    hits = np.concatenate([keys for chunk in hit_keys for keys in chunk] + [np.zeros(0, dtype=np.int64)])
+    true_positive = np.bincount(hits, minlength=pairs.latent.size * n_bins)
+    return _Counts(
+        _reverse_cumsum(predicted.reshape(maxima.n_latents, n_bins)),
+        _reverse_cumsum(true_positive.reshape(pairs.latent.size, n_bins)),
+        *_joined(test_kept, (np.int64, np.int32, np.uint8)),
+    )
 
 
 def _top_proteins(top_latent: np.ndarray, top_protein: np.ndarray, n_latents: int,
-                  protein_ids: pd.Index) -> np.ndarray:
+                  protein_ids: pa.Array) -> np.ndarray:
     """(n_latents,) int64: the train protein holding each latent's maximum, the id sorting first
     among ties; -1 for latents that never fire on train."""
-    _, id_rank = np.unique(protein_ids.take(top_protein).to_numpy(dtype=str), return_inverse=True)
+    _, id_rank = np.unique(protein_ids.take(top_protein).to_numpy(zero_copy_only=False).astype(str), return_inverse=True)
     order = np.lexsort((id_rank, top_latent))
     latent = top_latent[order]
     first = np.flatnonzero(np.r_[True, latent[1:] != latent[:-1]]) if latent.size else latent
@@ -315,6 +430,7 @@ def family_f1_sweep(
     split: pd.Series | Mapping[str, str],
     labels: pd.DataFrame,
     thresholds: Sequence[float] | np.ndarray = DEFAULT_THRESHOLDS,
+    threads: int = 1,
 ) -> pd.DataFrame:
     """Best (family, threshold) of every latent on train, scored on test.
 
@@ -322,7 +438,8 @@ def family_f1_sweep(
     (Series or dict); it must cover every protein of ``maxima``, and its proteins missing from
     ``maxima`` are all-zero rows. labels: one row per (protein, family) with columns protein,
     accession, name, already restricted to the family types in use; rows of proteins outside the
-    split are ignored. thresholds: distinct values in (0, 1].
+    split are ignored. thresholds: distinct values in (0, 1]. threads: numpy work in parallel
+    (the table is the same for any number).
 
     Returns one row per latent (n_latents rows, by latent): latent, status (`STATUSES`),
     top_protein, norm_max (float64, the train maximum), family (accession), family_name,
@@ -333,60 +450,41 @@ def family_f1_sweep(
     thresholds = _validated_thresholds(thresholds)
     n_thresholds, n_latents = thresholds.size, maxima.n_latents
     problem = _prepare(maxima, split, labels)
-    norm_max = _train_maxima(maxima, problem.is_train)
-    counted = _threshold_pass(maxima, norm_max, thresholds, problem)
-    top = _top_proteins(counted.top_latent, counted.top_protein, n_latents, problem.protein_ids)
-
-    # Candidate (latent, family) pairs, by latent then accession: the top protein's families.
+    train_maxima = _train_maxima(maxima, problem.is_train, threads)
+    norm_max = train_maxima.norm_max
+    top = _top_proteins(train_maxima.top_latent, train_maxima.top_protein, n_latents, problem.protein_ids)
     fires = top >= 0
-    n_candidates = np.zeros(n_latents, dtype=np.int64)
-    n_candidates[fires] = problem.n_labels[top[fires]]
-    pair_latent = np.repeat(np.arange(n_latents), n_candidates)
-    pair_start = np.cumsum(n_candidates) - n_candidates
-    pair_family = problem.label_family[problem.label_ptr[top[pair_latent]] + np.arange(pair_latent.size)
-                                       - pair_start[pair_latent]]
-
-    # TP per (pair, threshold), one candidate slot at a time: slot k holds each latent's k-th
-    # candidate family (-1 where it has fewer), tested against the latent's labelled train entries.
-    n_bins = n_thresholds + 1
-    tp_counts = np.zeros(pair_latent.size * n_bins, dtype=np.int64)
-    protein, latent, bins = counted.train_protein, counted.train_latent, counted.train_bin
-    for slot in range(int(n_candidates.max(initial=0))):
-        with_slot = np.flatnonzero(n_candidates > slot)
-        slot_family = np.full(n_latents, -1, dtype=np.int64)
-        slot_family[with_slot] = pair_family[pair_start[with_slot] + slot]
-        if slot:
-            # From slot 1 on, only the entries of latents with that many candidates (most have one).
-            keep = np.flatnonzero(slot_family[latent] >= 0)
-            protein, latent, bins = protein[keep], latent[keep], bins[keep]
-        hit = np.flatnonzero(problem.has_label(protein, slot_family[latent]))
-        tp_counts += np.bincount((pair_start[latent[hit]] + slot) * n_bins + bins[hit], minlength=tp_counts.size)
-    train_tp = _reverse_cumsum(tp_counts.reshape(pair_latent.size, n_bins))
+    pairs = _candidate_pairs(top, problem)
+    pair_latent, pair_family = pairs.latent, pairs.family
+    counted = _threshold_pass(maxima, norm_max, thresholds, problem, pairs, threads)
     train_support = problem.support(problem.is_train)
-    train_f1 = _f1(train_tp, counted.predicted[pair_latent], train_support[pair_family][:, None])
+    train_f1 = _f1(counted.true_positive, counted.predicted[pair_latent], train_support[pair_family][:, None])
 
-    # Best per latent: highest F1, then lowest threshold, then first accession (= lowest index).
-    option_pair = np.repeat(np.arange(pair_latent.size), n_thresholds)
-    option_threshold = np.tile(np.arange(n_thresholds), pair_latent.size)
-    order = np.lexsort((pair_family[option_pair], option_threshold, -train_f1.ravel(), pair_latent[option_pair]))
-    ordered_latent = pair_latent[option_pair[order]]
+    # Best per latent: highest F1, then lowest threshold, then first accession. Per pair, argmax
+    # gives the lowest threshold of the highest F1; pairs are by latent, then accession.
+    pair_threshold = np.argmax(train_f1, axis=1)
+    pair_f1 = np.take_along_axis(train_f1, pair_threshold[:, None], axis=1)[:, 0]
+    order = np.lexsort((np.arange(pair_latent.size), pair_threshold, -pair_f1, pair_latent))
+    ordered_latent = pair_latent[order]
     best = order[np.flatnonzero(np.r_[True, ordered_latent[1:] != ordered_latent[:-1]])] if order.size else order
-    scored = pair_latent[option_pair[best]]
+    scored = pair_latent[best]
     chosen_family = np.full(n_latents, -1, dtype=np.int64)
     chosen_threshold = np.full(n_latents, n_thresholds, dtype=np.int64)
-    chosen_family[scored] = pair_family[option_pair[best]]
-    chosen_threshold[scored] = option_threshold[best]
+    chosen_family[scored] = pair_family[best]
+    chosen_threshold[scored] = pair_threshold[best]
 
     # Test side, for the chosen pair only: predicted when bin > chosen threshold index.
-    positive = np.flatnonzero(counted.test_bin > chosen_threshold[counted.test_latent])
-    positive_latent = counted.test_latent[positive]
-    test_predicted = np.bincount(positive_latent, minlength=n_latents)
-    test_tp = np.bincount(
-        positive_latent[problem.has_label(counted.test_protein[positive], chosen_family[positive_latent])],
-        minlength=n_latents,
-    )[scored]
+    def test_counts(span: slice) -> np.ndarray:
+        latent = counted.test_latent[span]
+        positive = np.flatnonzero(counted.test_bin[span] > np.take(chosen_threshold, latent))
+        positive_latent = np.take(latent, positive)
+        hit = problem.has_label(np.take(counted.test_protein[span], positive), np.take(chosen_family, positive_latent))
+        return np.stack([np.bincount(positive_latent, minlength=n_latents),
+                         np.bincount(positive_latent[hit], minlength=n_latents)])
+
+    test_predicted, test_tp = sum(_map(test_counts, _chunks(counted.test_bin.size, _SPAN), threads),
+                                  np.zeros((2, n_latents), dtype=np.int64))[:, scored]
     test_support = problem.support(problem.is_test)[chosen_family[scored]]
-    test_predicted = test_predicted[scored]
 
     status = np.full(n_latents, "never_fires_on_train", dtype=object)
     status[fires] = "top_protein_unlabelled"
@@ -403,7 +501,7 @@ def family_f1_sweep(
         "family": problem.families[chosen_family[scored]],
         "family_name": problem.family_names[chosen_family[scored]],
         "threshold": thresholds[chosen_threshold[scored]],
-        "train_f1": train_f1.ravel()[best],
+        "train_f1": pair_f1[best],
         "test_f1": _f1(test_tp, test_predicted, test_support),
         "test_precision": _ratio_or_zero(test_tp, test_predicted),
         "test_recall": _ratio_or_zero(test_tp, test_support),
