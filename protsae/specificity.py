@@ -66,6 +66,10 @@ _CHUNK = 1 << 17
 # over all (latent, family, threshold) options, so fewer, larger steps.
 _SPAN = 1 << 20
 
+# Values of _Problem.only_family besides a family index; -1 is "no family" in the family argument
+# of has_label, so neither may be -1.
+_NO_FAMILY, _SEVERAL_FAMILIES = -2, -3
+
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 
@@ -80,8 +84,9 @@ class _Problem:
     label_ptr: (n_proteins + 1,) int64, n_labels: (n_proteins,) int64 and label_family:
     (total labels + 1,) int64: each protein's families (sorted, distinct) are
     label_family[label_ptr[p]:label_ptr[p + 1]]; a -1 sentinel ends label_family, so
-    label_ptr[p] is a valid index even for a protein without labels. first_family:
-    (n_proteins,) int64, each protein's first family, -2 (matching nothing) when it has none.
+    label_ptr[p] is a valid index even for a protein without labels. only_family:
+    (n_proteins,) int64, a protein's family when it has exactly one, _NO_FAMILY when it has none
+    and _SEVERAL_FAMILIES when it has more (both negative, so they match no family).
     """
 
     protein_ids: pa.Array
@@ -92,7 +97,7 @@ class _Problem:
     label_ptr: np.ndarray
     n_labels: np.ndarray
     label_family: np.ndarray
-    first_family: np.ndarray
+    only_family: np.ndarray
 
     def ids(self, protein: np.ndarray) -> np.ndarray:
         """(n,) object: the ids of protein indices."""
@@ -104,11 +109,12 @@ class _Problem:
         A protein has a handful of families, so comparing slot by slot (one pass per slot, over
         the proteins that have that many) beats a binary search over all labels.
         """
-        found = np.take(self.first_family, protein) == family
-        pending = np.flatnonzero(np.take(self.n_labels, protein) > 1)
+        only_family = np.take(self.only_family, protein)
+        found = only_family == family
+        pending = np.flatnonzero(only_family == _SEVERAL_FAMILIES)
         protein = np.take(protein, pending)
         start, n_labels = np.take(self.label_ptr, protein), np.take(self.n_labels, protein)
-        slot = 1
+        slot = 0
         while pending.size:
             found[pending] |= np.take(self.label_family, start + slot) == np.take(family, pending)
             slot += 1
@@ -170,11 +176,15 @@ def _prepare(maxima: MaxActivations, split: pd.Series | Mapping[str, str], label
     in_set = np.flatnonzero(label_code < n_proteins)
     family, families = pd.factorize(labels["accession"].iloc[in_set], sort=True)
     n_families = max(len(families), 1)
-    _, first = np.unique(family, return_index=True)
-    keys = np.unique(label_code[in_set].astype(np.int64) * n_families + family)
+    # Each family's first label row (for its name), and the distinct (protein, family) keys,
+    # sorted: a sort, not np.unique, which hashes and is 20x slower here.
+    first = np.full(len(families), len(family), dtype=np.int64)
+    np.minimum.at(first, family, np.arange(len(family)))
+    keys = np.sort(label_code[in_set].astype(np.int64) * n_families + family)
+    keys = keys[np.r_[True, keys[1:] != keys[:-1]]] if keys.size else keys
     label_ptr = np.searchsorted(keys // n_families, np.arange(n_proteins + 1))
     n_labels = np.diff(label_ptr)
-    label_family = np.r_[keys % n_families, -1]
+    label_family = np.r_[keys % n_families, -1].astype(np.int32)
     return _Problem(
         protein_ids=encoded.dictionary.slice(0, n_proteins),
         is_train=is_train,
@@ -184,7 +194,8 @@ def _prepare(maxima: MaxActivations, split: pd.Series | Mapping[str, str], label
         label_ptr=label_ptr,
         n_labels=n_labels,
         label_family=label_family,
-        first_family=np.where(n_labels > 0, label_family[label_ptr[:-1]], -2),
+        only_family=np.select([n_labels == 1, n_labels == 0], [label_family[label_ptr[:-1]], _NO_FAMILY],
+                              _SEVERAL_FAMILIES).astype(np.int32),
     )
 
 
@@ -257,9 +268,13 @@ def _train_maxima(maxima: MaxActivations, is_train: np.ndarray, threads: int = 1
             part_latent, part_value = latent[part], value[part]
             if not part_value.min() > 0:  # also catches NaN
                 raise ValueError("maxima values must be > 0 (inactive pairs are absent)")
-            reaching = np.flatnonzero(np.take(is_train, protein[part]) & (part_value >= np.take(top, part_latent)))
+            # Few entries reach the running maximum: their proteins are looked up after.
+            reaching = np.flatnonzero(part_value >= np.take(top, part_latent))
+            reaching_protein = np.take(protein[part], reaching)
+            train = np.flatnonzero(np.take(is_train, reaching_protein))
+            reaching_protein, reaching = np.take(reaching_protein, train), np.take(reaching, train)
             rising_latent, rising_value = np.take(part_latent, reaching), np.take(part_value, reaching)
-            kept.append((rising_latent, np.take(protein[part], reaching), rising_value))
+            kept.append((rising_latent, reaching_protein, rising_value))
             while True:
                 above = np.flatnonzero(rising_value > np.take(top, rising_latent))
                 if not above.size:
@@ -327,77 +342,105 @@ def _candidate_pairs(top: np.ndarray, problem: _Problem) -> _Pairs:
     slot_families = []
     for slot in range(int(n_candidates.max(initial=0))):
         with_slot = np.flatnonzero(n_candidates > slot)
-        slot_families.append(np.full(top.size, -1, dtype=np.int64))
+        slot_families.append(np.full(top.size, -1, dtype=np.int32))
         slot_families[slot][with_slot] = family[start[with_slot] + slot]
     return _Pairs(latent, family, start, slot_families)
 
 
+class _KeyCounter:
+    """How often each integer key in [0, size) occurs, over many small arrays of keys.
+
+    Keys are copied into a fixed buffer and counted with one bincount whenever it fills: a
+    bincount per array would add up the whole count array each time, and one bincount over
+    all keys at the end would first allocate them all, which costs more than the counting.
+    """
+
+    def __init__(self, size: int, buffer_size: int = 1 << 20):
+        self._counts = np.zeros(size, dtype=np.int64)
+        self._buffer = np.empty(buffer_size, dtype=np.int64)
+        self._filled = 0
+
+    def add(self, keys: np.ndarray) -> None:
+        if self._filled + keys.size > self._buffer.size:
+            self._flush()
+        if keys.size > self._buffer.size:
+            self._counts += np.bincount(keys, minlength=self._counts.size)
+        else:
+            self._buffer[self._filled:self._filled + keys.size] = keys
+            self._filled += keys.size
+
+    def _flush(self) -> None:
+        self._counts += np.bincount(self._buffer[:self._filled], minlength=self._counts.size)
+        self._filled = 0
+
+    def counts(self) -> np.ndarray:
+        """(size,) int64."""
+        self._flush()
+        return self._counts
+
+
 @dataclass
 class _Counts:
-    """What the second pass keeps, for the scored latents.
+    """What the second pass counts, for the latents with candidate families; index 0 of the
+    first axis is train, 1 test.
 
-    predicted: (n_latents, T) int64, train proteins at or above each threshold.
-    true_positive: (n_pairs, T) int64, train proteins of the pair's family at or above each.
-    test_*: the test entries that reach the lowest threshold as protein (int64), latent (int32)
-    and bin (uint8, the number of thresholds t with ratio >= t, 1..T).
+    predicted: (2, n_latents, T) int64, proteins at or above each threshold.
+    true_positive: (2, n_pairs, T) int64, proteins of the pair's family at or above each.
     """
 
     predicted: np.ndarray
     true_positive: np.ndarray
-    test_protein: np.ndarray
-    test_latent: np.ndarray
-    test_bin: np.ndarray
 
 
 def _threshold_pass(maxima: MaxActivations, norm_max: np.ndarray, thresholds: np.ndarray,
                     problem: _Problem, pairs: _Pairs, threads: int = 1) -> _Counts:
     """The second pass, over the entries of latents with candidate families that reach the
-    lowest threshold: their threshold bins, counted per latent and per pair on train."""
-    n_bins = thresholds.size + 1
+    lowest threshold: their threshold bins, counted per latent and per pair, on train and test.
+
+    Each entry gets a key (split, latent or pair, bin), with bin the number of thresholds t
+    with ratio >= t (1..T); one bincount per kind of key then counts every chunk's keys.
+    """
+    n_bins, n_latents, n_pairs = thresholds.size + 1, maxima.n_latents, pairs.latent.size
     # Latents without candidates (never firing on train, or an unlabelled top protein) get cutoff
     # +inf: their entries drop out at once.
-    scored = np.zeros(maxima.n_latents, dtype=bool)
-    scored[pairs.latent] = True
-    cutoff = np.where(scored, _reaching_cutoff(norm_max, thresholds[0]), np.float32(np.inf))
+    has_pairs = np.zeros(n_latents, dtype=bool)
+    has_pairs[pairs.latent] = True
+    cutoff = np.where(has_pairs, _reaching_cutoff(norm_max, thresholds[0]), np.float32(np.inf))
     all_protein, all_latent, all_value = _coo(maxima)
 
-    def binned(part: slice) -> tuple[tuple[np.ndarray, ...], ...]:
-        keep = np.flatnonzero(all_value[part] >= np.take(cutoff, all_latent[part]))
-        latent, protein = np.take(all_latent[part], keep), np.take(all_protein[part], keep)
-        ratio = np.divide(np.take(all_value[part], keep), np.take(norm_max, latent), dtype=np.float64)
-        # Counting the comparisons ratio >= t themselves keeps the bins exact.
-        bins = np.ones(keep.size, dtype=np.uint8)
-        for threshold in thresholds[1:]:
-            bins += ratio >= threshold
-        train = np.take(problem.is_train, protein)
-        train_entries, test_entries = np.flatnonzero(train), np.flatnonzero(~train)
-        train_protein, train_latent, train_bins = (np.take(a, train_entries) for a in (protein, latent, bins))
-        # True positives one candidate slot at a time (most latents have one family).
-        hit_keys = []
-        for slot, slot_family in enumerate(pairs.slot_families):
-            family = np.take(slot_family, train_latent)
-            if slot:
-                with_slot = np.flatnonzero(family >= 0)
-                train_protein, train_latent, train_bins, family = (
-                    np.take(a, with_slot) for a in (train_protein, train_latent, train_bins, family))
-            hit = np.flatnonzero(problem.has_label(train_protein, family))
-            hit_keys.append((np.take(pairs.start, np.take(train_latent, hit)) + slot) * n_bins + np.take(train_bins, hit))
-        return (
-            (np.take(latent, train_entries).astype(np.int64) * n_bins + np.take(bins, train_entries),),
-            tuple(hit_keys),
-            (np.take(protein, test_entries), np.take(latent, test_entries), np.take(bins, test_entries)),
-        )
+    def counts(group: list[slice]) -> tuple[np.ndarray, np.ndarray]:
+        predicted, true_positive = _KeyCounter(2 * n_latents * n_bins), _KeyCounter(2 * n_pairs * n_bins)
+        for part in group:
+            keep = np.flatnonzero(all_value[part] >= np.take(cutoff, all_latent[part]))
+            # int64 latents: numpy casts any other index array before each take.
+            latent = np.take(all_latent[part], keep).astype(np.int64)
+            protein = np.take(all_protein[part], keep)
+            ratio = np.divide(np.take(all_value[part], keep), np.take(norm_max, latent), dtype=np.float64)
+            # Counting the comparisons ratio >= t themselves keeps the bins exact.
+            bins = np.ones(keep.size, dtype=np.uint8)
+            for threshold in thresholds[1:]:
+                bins += ratio >= threshold
+            is_test = np.take(problem.is_test, protein)
+            predicted.add((is_test * n_latents + latent) * n_bins + bins)
+            # True positives one candidate slot at a time (most latents have one family).
+            for slot, slot_family in enumerate(pairs.slot_families):
+                family = np.take(slot_family, latent)
+                if slot:
+                    with_slot = np.flatnonzero(family >= 0)
+                    protein, latent, bins, is_test, family = (
+                        np.take(a, with_slot) for a in (protein, latent, bins, is_test, family))
+                hit = np.flatnonzero(problem.has_label(protein, family))
+                pair = np.take(pairs.start, np.take(latent, hit)) + slot
+                true_positive.add((np.take(is_test, hit) * n_pairs + pair) * n_bins + np.take(bins, hit))
+        return predicted.counts(), true_positive.counts()
 
-    chunks = _map(binned, _chunks(all_value.size), threads)
-    predicted_keys, hit_keys, test_kept = (list(column) for column in zip(*chunks)) if chunks else ([],) * 3
-    predicted = np.bincount(_joined(predicted_keys, (np.int64,))[0], minlength=maxima.n_latents * n_bins)
-    hits = np.concatenate([keys for chunk in hit_keys for keys in chunk] + [np.zeros(0, dtype=np.int64)])
-    true_positive = np.bincount(hits, minlength=pairs.latent.size * n_bins)
-    return _Counts(
-        _reverse_cumsum(predicted.reshape(maxima.n_latents, n_bins)),
-        _reverse_cumsum(true_positive.reshape(pairs.latent.size, n_bins)),
-        *_joined(test_kept, (np.int64, np.int32, np.uint8)),
-    )
+    parts = _chunks(all_value.size)
+    n_groups = max(1, min(threads, len(parts)))
+    groups = _map(counts, [parts[i::n_groups] for i in range(n_groups)], threads)
+    predicted = sum((predicted for predicted, _ in groups), np.zeros(2 * n_latents * n_bins, dtype=np.int64))
+    true_positive = sum((true_positive for _, true_positive in groups), np.zeros(2 * n_pairs * n_bins, dtype=np.int64))
+    return _Counts(_reverse_cumsum(predicted.reshape(2, n_latents, n_bins)),
+                   _reverse_cumsum(true_positive.reshape(2, n_pairs, n_bins)))
 
 
 def _top_proteins(top_latent: np.ndarray, top_protein: np.ndarray, n_latents: int,
@@ -414,9 +457,9 @@ def _top_proteins(top_latent: np.ndarray, top_protein: np.ndarray, n_latents: in
 
 
 def _reverse_cumsum(counts: np.ndarray) -> np.ndarray:
-    """counts (n, T + 1) per bin -> (n, T): column i holds the entries of bin > i, that is the
-    entries at or above threshold i."""
-    return np.cumsum(counts[:, ::-1], axis=1)[:, ::-1][:, 1:]
+    """counts (..., T + 1) per bin -> (..., T): column i holds the entries of bin > i, that is
+    the entries at or above threshold i."""
+    return np.cumsum(counts[..., ::-1], axis=-1)[..., ::-1][..., 1:]
 
 
 def _f1(tp: np.ndarray, predicted: np.ndarray, support: np.ndarray) -> np.ndarray:
@@ -458,7 +501,7 @@ def family_f1_sweep(
     pair_latent, pair_family = pairs.latent, pairs.family
     counted = _threshold_pass(maxima, norm_max, thresholds, problem, pairs, threads)
     train_support = problem.support(problem.is_train)
-    train_f1 = _f1(counted.true_positive, counted.predicted[pair_latent], train_support[pair_family][:, None])
+    train_f1 = _f1(counted.true_positive[0], counted.predicted[0][pair_latent], train_support[pair_family][:, None])
 
     # Best per latent: highest F1, then lowest threshold, then first accession. Per pair, argmax
     # gives the lowest threshold of the highest F1; pairs are by latent, then accession.
@@ -473,17 +516,9 @@ def family_f1_sweep(
     chosen_family[scored] = pair_family[best]
     chosen_threshold[scored] = pair_threshold[best]
 
-    # Test side, for the chosen pair only: predicted when bin > chosen threshold index.
-    def test_counts(span: slice) -> np.ndarray:
-        latent = counted.test_latent[span]
-        positive = np.flatnonzero(counted.test_bin[span] > np.take(chosen_threshold, latent))
-        positive_latent = np.take(latent, positive)
-        hit = problem.has_label(np.take(counted.test_protein[span], positive), np.take(chosen_family, positive_latent))
-        return np.stack([np.bincount(positive_latent, minlength=n_latents),
-                         np.bincount(positive_latent[hit], minlength=n_latents)])
-
-    test_predicted, test_tp = sum(_map(test_counts, _chunks(counted.test_bin.size, _SPAN), threads),
-                                  np.zeros((2, n_latents), dtype=np.int64))[:, scored]
+    # Test side, for the chosen pair and threshold only.
+    test_predicted = counted.predicted[1][scored, chosen_threshold[scored]]
+    test_tp = counted.true_positive[1][best, chosen_threshold[scored]]
     test_support = problem.support(problem.is_test)[chosen_family[scored]]
 
     status = np.full(n_latents, "never_fires_on_train", dtype=object)
