@@ -12,13 +12,14 @@ one. One latent in ten is planted to follow a family (fires on 90% of its member
 magnitude above the background), so the sweep meets both family-specific and diffuse latents.
 The split is 50/50 at random.
 
-Measured side by side in one run, the two alternating --repeats times so that both see the same
-load on a shared machine (the 1-min load average is recorded):
-  * `family_f1_sweep` on the full problem (9 thresholds): wall time (median of --repeats), the
-    peak of Python-traced allocations (tracemalloc, numpy's included; a separate run, as tracing
-    slows it) and the peak resident memory above the level before the call (Linux: the peak is
-    reset through /proc/self/clear_refs before the call; elsewhere the ru_maxrss delta, which
-    reads 0 when an earlier peak was higher);
+Measured side by side in one run, all of them alternating --repeats times so that they see the
+same load on a shared machine (the 1-min load average is recorded):
+  * `family_f1_sweep` on the full problem (9 thresholds), on one thread and on --threads threads
+    (default 2, the cores of the project's machines): wall time (median of --repeats), the
+    peak of Python-traced allocations (tracemalloc, numpy's included; a separate one-thread
+    run, as tracing slows it) and the peak resident memory above the level before the call
+    (Linux: the peak is reset through /proc/self/clear_refs before the call; elsewhere the
+    ru_maxrss delta, which reads 0 when an earlier peak was higher);
   * a straightforward per-latent loop (the latent's column from a CSC matrix, its train maximum,
     then numpy boolean operations over the train and test protein arrays for every candidate
     family and threshold) on --loop-latents random latents (median of --repeats), extrapolated
@@ -203,7 +204,7 @@ def _status_kib(field: str) -> int | None:
     return None
 
 
-def timed_sweep(maxima: MaxActivations, split: pd.Series, labels: pd.DataFrame
+def timed_sweep(maxima: MaxActivations, split: pd.Series, labels: pd.DataFrame, threads: int
                 ) -> tuple[pd.DataFrame, float, float, str]:
     """The sweep's table, wall seconds and peak resident memory above the level before it (MiB)."""
     try:
@@ -212,7 +213,7 @@ def timed_sweep(maxima: MaxActivations, split: pd.Series, labels: pd.DataFrame
     except OSError:
         method, before = "ru_maxrss delta", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
-    table = family_f1_sweep(maxima, split, labels)
+    table = family_f1_sweep(maxima, split, labels, threads=threads)
     seconds = time.perf_counter() - start
     after = _status_kib("VmHWM") if method.startswith("VmHWM") else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return table, seconds, (after - before) / 1024, method
@@ -227,6 +228,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--loop-latents", type=int, default=500, help="latents the per-latent loop is timed on")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2, help="threads of the second timing of the sweep")
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/family_f1.json"))
     args = parser.parse_args()
 
@@ -244,11 +246,15 @@ def main() -> None:
     start = time.perf_counter()
     setup = loop_setup(maxima, split, labels)
     setup_seconds = time.perf_counter() - start
-    # Sweep and loop alternate, so that both see the same load on a shared machine.
-    seconds, rss_peaks, loop_seconds = [], [], []
+    # Sweeps and loop alternate, so that they see the same load on a shared machine.
+    seconds, threaded_seconds, rss_peaks, loop_seconds = [], [], [], []
     for _ in range(args.repeats):
-        table, sweep_seconds, rss_mib, rss_method = timed_sweep(maxima, split, labels)
+        table, sweep_seconds, rss_mib, rss_method = timed_sweep(maxima, split, labels, threads=1)
         seconds.append(sweep_seconds)
+        rss_peaks.append(rss_mib)
+        threaded_table, sweep_seconds, rss_mib, _ = timed_sweep(maxima, split, labels, threads=args.threads)
+        pd.testing.assert_frame_equal(threaded_table, table)
+        threaded_seconds.append(sweep_seconds)
         rss_peaks.append(rss_mib)
         start = time.perf_counter()
         loop_table = per_latent_loop(setup, subset)
@@ -269,7 +275,7 @@ def main() -> None:
     loop_extrapolated = setup_seconds + loop_median * args.n_latents / subset.size
 
     summary = summarise_family_f1(table)
-    sweep_median = statistics.median(seconds)
+    sweep_median, threaded_median = statistics.median(seconds), statistics.median(threaded_seconds)
     report = {
         "n_proteins": args.n_proteins,
         "n_latents": args.n_latents,
@@ -284,6 +290,9 @@ def main() -> None:
         "machine": platform.processor() or platform.machine(),
         "sweep_seconds": seconds,
         "sweep_seconds_median": sweep_median,
+        "threads": args.threads,
+        "sweep_threaded_seconds": threaded_seconds,
+        "sweep_threaded_seconds_median": threaded_median,
         "sweep_peak_rss_mib": max(rss_peaks),
         "rss_method": rss_method,
         "sweep_peak_traced_mib": traced_peak,
@@ -296,16 +305,20 @@ def main() -> None:
         "loop_seconds_extrapolated": loop_extrapolated,
         "loop_matches_sweep": True,
         "speedup": loop_extrapolated / sweep_median,
+        "speedup_threaded": loop_extrapolated / threaded_median,
         "summary": summary,
     }
-    print(f"family_f1_sweep, 9 thresholds: {sweep_median:.2f} s (median of {args.repeats}: "
-          + ", ".join(f"{s:.2f}" for s in seconds) + ")")
+    print(f"family_f1_sweep, 9 thresholds, 1 thread: {sweep_median:.3f} s (median of {args.repeats}: "
+          + ", ".join(f"{s:.3f}" for s in seconds) + ")")
+    print(f"family_f1_sweep, 9 thresholds, {args.threads} threads: {threaded_median:.3f} s (median of {args.repeats}: "
+          + ", ".join(f"{s:.3f}" for s in threaded_seconds) + "); same table")
     print(f"  peak memory above the level before the call: {max(rss_peaks):.0f} MiB resident ({rss_method}), "
           f"{traced_peak:.0f} MiB traced (tracemalloc); the maxima themselves take {input_mib:.0f} MiB")
     print(f"per-latent loop: set-up {setup_seconds:.2f} s, then {loop_median:.2f} s on {subset.size} random latents "
           f"(median of {args.repeats}, {1000 * loop_median / subset.size:.2f} ms per latent); its rows equal the sweep's")
     print(f"  extrapolated linearly to {args.n_latents:,} latents (set-up + loop): {loop_extrapolated:.1f} s")
-    print(f"speed-up of the sweep over the loop: {report['speedup']:.0f}x (targets: sweep < 60 s, speed-up >= 50x); "
+    print(f"speed-up of the sweep over the loop: {report['speedup']:.0f}x on 1 thread, "
+          f"{report['speedup_threaded']:.0f}x on {args.threads} (targets: sweep < 60 s, speed-up >= 50x); "
           f"1-min load average {load_at_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end "
           f"on {os.cpu_count()} CPUs")
     print(f"latents: {summary['n_scored']:,} scored, {summary['n_never_fires_on_train']:,} never fire on train, "

@@ -19,17 +19,24 @@ Latents that never fire on a train protein, or whose top protein has no family, 
 (``status`` says which). Every protein of the split counts, including proteins no latent ever
 fired on (all-zero rows, so negatives, and positives of the family support when labelled).
 
-The sweep is vectorised over latents, thresholds and candidate families and holds only arrays of
-the size of the non-zeros: two passes over the non-zeros in fixed-size chunks (the train maxima;
-then the threshold bin of every entry whose ratio reaches the lowest threshold, found with an
-exact per-latent float32 cutoff so that most entries are never divided), then bincounts over
-(latent, threshold) and (latent, candidate family, threshold). Every ratio is compared as
-float64(value) / float64(m_j) >= t, so the result equals a per-latent loop's bit for bit.
+The sweep is vectorised over latents, thresholds and candidate families, and its memory does not
+grow with the non-zeros beyond the input: two passes over the non-zeros in fixed-size chunks.
 
-``threads`` > 1 spreads the chunks over a thread pool: numpy's gathers, comparisons and
-nonzero release the GIL, and each step is written with those (``np.take``, not ``ufunc.at``,
-which holds it). Chunk results are combined in chunk order or with order-free reductions (max,
-sums), so the table does not depend on the number of threads.
+1. Each latent's train maximum, as a running maximum: only entries at or above it are looked
+   at again, and those include every entry holding the final maximum, so the top proteins and
+   with them the candidate families are known after this pass.
+2. For latents with candidates only, every entry whose ratio reaches the lowest threshold (an
+   exact per-latent float32 cutoff picks them without dividing), binned by how many thresholds
+   its ratio reaches and counted per (split, latent, bin) and, when its protein carries the
+   candidate family, per (split, candidate pair, bin).
+
+Train F1 of every (pair, threshold) and the test counts of the chosen one then come from those
+counts. Every ratio is compared as float64(value) / float64(m_j) >= t, so the result equals a
+per-latent loop's bit for bit.
+
+``threads`` > 1 spreads the chunks of each pass over a thread pool (numpy's gathers, comparisons
+and nonzero release the GIL). Each thread has its own maxima and counts, reduced at the end
+with order-free operations (max, sums), so the table does not depend on the number of threads.
 """
 
 from __future__ import annotations
@@ -60,11 +67,10 @@ GAP_COLUMNS = (
 )
 
 # Entries handled per step of a pass over the non-zeros: large enough that numpy's per-call
-# overhead is small, small enough that the per-chunk temporaries (~1 MB each) stay in cache.
-_CHUNK = 1 << 17
-# Entries per step when counting true positives over the kept entries: each step adds a bincount
-# over all (latent, family, threshold) options, so fewer, larger steps.
-_SPAN = 1 << 20
+# overhead is small, small enough that the per-chunk temporaries (1-2 MB each) stay in cache.
+_CHUNK = 1 << 18
+# Keys a _KeyCounter gathers before it counts them.
+_KEY_BUFFER = 1 << 20
 
 # Values of _Problem.only_family besides a family index; -1 is "no family" in the family argument
 # of has_label, so neither may be -1.
@@ -78,14 +84,14 @@ _R = TypeVar("_R")
 class _Problem:
     """The evaluation proteins and their labels as integer arrays.
 
-    protein_ids: (n_proteins,) the rows of ``maxima`` first, then split proteins that no latent
-    fired on. is_train, is_test: (n_proteins,) bool. families: (n_families,) object, accessions
-    sorted, so a family's index is its accession's rank. family_names: (n_families,) object.
-    label_ptr: (n_proteins + 1,) int64, n_labels: (n_proteins,) int64 and label_family:
-    (total labels + 1,) int64: each protein's families (sorted, distinct) are
+    protein_ids: (n_proteins,) Arrow strings, the rows of ``maxima`` first, then split proteins
+    that no latent fired on. is_train, is_test: (n_proteins,) bool. families: (n_families,)
+    object, accessions sorted, so a family's index is its accession's rank. family_names:
+    (n_families,) object. label_ptr: (n_proteins + 1,) int64, n_labels: (n_proteins,) int64 and
+    label_family: (total labels + 1,) int32: each protein's families (sorted, distinct) are
     label_family[label_ptr[p]:label_ptr[p + 1]]; a -1 sentinel ends label_family, so
     label_ptr[p] is a valid index even for a protein without labels. only_family:
-    (n_proteins,) int64, a protein's family when it has exactly one, _NO_FAMILY when it has none
+    (n_proteins,) int32, a protein's family when it has exactly one, _NO_FAMILY when it has none
     and _SEVERAL_FAMILIES when it has more (both negative, so they match no family).
     """
 
@@ -106,8 +112,9 @@ class _Problem:
     def has_label(self, protein: np.ndarray, family: np.ndarray) -> np.ndarray:
         """(n,) bool: whether protein[i] carries family[i] (family -1: never).
 
-        A protein has a handful of families, so comparing slot by slot (one pass per slot, over
-        the proteins that have that many) beats a binary search over all labels.
+        Most proteins have at most one family, answered by one look-up in only_family; the
+        others are compared slot by slot (one pass per slot, over the proteins that have that
+        many), which beats a binary search over all labels.
         """
         only_family = np.take(self.only_family, protein)
         found = only_family == family
@@ -210,12 +217,10 @@ def _validated_thresholds(thresholds: Sequence[float] | np.ndarray) -> np.ndarra
 
 
 def _coo(maxima: MaxActivations) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """protein (int64), latent (int32), value (float32) of ``maxima`` as views with numpy's own
-    dtype instances: ufunc.at takes its fast path only for those, and an unpickled array carries
-    an equal but distinct instance (20x slower)."""
-    protein = np.asarray(maxima.protein, dtype=np.int64).view(np.int64)
-    latent = np.asarray(maxima.latent, dtype=np.int32).view(np.int32)
-    value = np.asarray(maxima.value, dtype=np.float32).view(np.float32)
+    """protein (int64), latent (int32) and value (float32) of ``maxima``."""
+    protein = np.asarray(maxima.protein, dtype=np.int64)
+    latent = np.asarray(maxima.latent, dtype=np.int32)
+    value = np.asarray(maxima.value, dtype=np.float32)
     if not protein.shape == latent.shape == value.shape:
         raise ValueError("maxima's protein, latent and value differ in length")
     return protein, latent, value
@@ -285,7 +290,7 @@ def _train_maxima(maxima: MaxActivations, is_train: np.ndarray, threads: int = 1
 
     n_groups = max(1, min(threads, len(parts)))
     groups = _map(running_max, [parts[i::n_groups] for i in range(n_groups)], threads)
-    norm_max = np.maximum.reduce([top for top, _ in groups]) if groups else np.zeros(maxima.n_latents, np.float32)
+    norm_max = np.maximum.reduce([top for top, _ in groups])
     kept_latent, kept_protein, kept_value = _joined([part for _, kept in groups for part in kept],
                                                     (np.int32, np.int64, np.float32))
     at_max = np.flatnonzero(kept_value == np.take(norm_max, kept_latent))
@@ -322,9 +327,9 @@ def _reaching_cutoff(norm_max: np.ndarray, threshold: float) -> np.ndarray:
 @dataclass
 class _Pairs:
     """Candidate (latent, family) pairs, by latent then accession: each scored latent's top
-    protein's families. latent, family: (n_pairs,) int64; start: (n_latents,) each latent's
-    first pair; slot_families: per slot k, (n_latents,) each latent's k-th family, -1 where it
-    has fewer."""
+    protein's families. latent: (n_pairs,) int64; family: (n_pairs,) int32; start: (n_latents,)
+    each latent's first pair; slot_families: per slot k, (n_latents,) int32, each latent's k-th
+    family, -1 where it has fewer."""
 
     latent: np.ndarray
     family: np.ndarray
@@ -333,6 +338,7 @@ class _Pairs:
 
 
 def _candidate_pairs(top: np.ndarray, problem: _Problem) -> _Pairs:
+    """The pairs of each latent whose top protein (``top``, -1: none) carries families."""
     n_candidates = np.zeros(top.size, dtype=np.int64)
     fires = top >= 0
     n_candidates[fires] = problem.n_labels[top[fires]]
@@ -355,7 +361,7 @@ class _KeyCounter:
     all keys at the end would first allocate them all, which costs more than the counting.
     """
 
-    def __init__(self, size: int, buffer_size: int = 1 << 20):
+    def __init__(self, size: int, buffer_size: int):
         self._counts = np.zeros(size, dtype=np.int64)
         self._buffer = np.empty(buffer_size, dtype=np.int64)
         self._filled = 0
@@ -398,7 +404,7 @@ def _threshold_pass(maxima: MaxActivations, norm_max: np.ndarray, thresholds: np
     lowest threshold: their threshold bins, counted per latent and per pair, on train and test.
 
     Each entry gets a key (split, latent or pair, bin), with bin the number of thresholds t
-    with ratio >= t (1..T); one bincount per kind of key then counts every chunk's keys.
+    with ratio >= t (1..T), counted by a `_KeyCounter` per kind of key and thread.
     """
     n_bins, n_latents, n_pairs = thresholds.size + 1, maxima.n_latents, pairs.latent.size
     # Latents without candidates (never firing on train, or an unlabelled top protein) get cutoff
@@ -409,7 +415,9 @@ def _threshold_pass(maxima: MaxActivations, norm_max: np.ndarray, thresholds: np
     all_protein, all_latent, all_value = _coo(maxima)
 
     def counts(group: list[slice]) -> tuple[np.ndarray, np.ndarray]:
-        predicted, true_positive = _KeyCounter(2 * n_latents * n_bins), _KeyCounter(2 * n_pairs * n_bins)
+        n_entries = sum(part.stop - part.start for part in group)
+        predicted = _KeyCounter(2 * n_latents * n_bins, min(_KEY_BUFFER, n_entries))
+        true_positive = _KeyCounter(2 * n_pairs * n_bins, min(_KEY_BUFFER, n_entries))
         for part in group:
             keep = np.flatnonzero(all_value[part] >= np.take(cutoff, all_latent[part]))
             # int64 latents: numpy casts any other index array before each take.
@@ -447,12 +455,18 @@ def _top_proteins(top_latent: np.ndarray, top_protein: np.ndarray, n_latents: in
                   protein_ids: pa.Array) -> np.ndarray:
     """(n_latents,) int64: the train protein holding each latent's maximum, the id sorting first
     among ties; -1 for latents that never fire on train."""
-    _, id_rank = np.unique(protein_ids.take(top_protein).to_numpy(zero_copy_only=False).astype(str), return_inverse=True)
-    order = np.lexsort((id_rank, top_latent))
+    top = np.full(n_latents, -1, dtype=np.int64)
+    holders = np.bincount(top_latent, minlength=n_latents)
+    alone = holders[top_latent] == 1
+    top[top_latent[alone]] = top_protein[alone]
+    # Ties (several proteins at a latent's maximum) by id; strings only for those.
+    tied = np.flatnonzero(~alone)
+    _, id_rank = np.unique(protein_ids.take(top_protein[tied]).to_numpy(zero_copy_only=False).astype(str),
+                           return_inverse=True)
+    order = tied[np.lexsort((id_rank, top_latent[tied]))]
     latent = top_latent[order]
     first = np.flatnonzero(np.r_[True, latent[1:] != latent[:-1]]) if latent.size else latent
-    top = np.full(n_latents, -1, dtype=np.int64)
-    top[latent[first]] = top_protein[order][first]
+    top[latent[first]] = top_protein[order[first]]
     return top
 
 
@@ -526,12 +540,12 @@ def family_f1_sweep(
     status[scored] = "scored"
     top_protein = np.full(n_latents, None, dtype=object)
     top_protein[fires] = problem.ids(top[fires])
-    table = pd.DataFrame({
+    columns = {
         "latent": np.arange(n_latents, dtype=np.int64),
         "status": status,
         "top_protein": top_protein,
         "norm_max": np.where(fires, norm_max.astype(np.float64), np.nan),
-    })
+    }
     score_columns = {
         "family": problem.families[chosen_family[scored]],
         "family_name": problem.family_names[chosen_family[scored]],
@@ -550,15 +564,15 @@ def family_f1_sweep(
         if values.dtype.kind in "iu":
             column = np.zeros(n_latents, dtype=np.int64)
             column[scored] = values
-            table[name] = pd.arrays.IntegerArray(column, unscored)
+            columns[name] = pd.arrays.IntegerArray(column, unscored)
         else:
             column = np.full(n_latents, np.nan if values.dtype.kind == "f" else None, dtype=values.dtype)
             column[scored] = values
-            table[name] = column
+            columns[name] = column
     for name in ("status", "top_protein", "family", "family_name"):
         # The same dtype whether or not any latent is scored (all-missing columns would be object).
-        table[name] = table[name].astype("str")
-    return table[list(SWEEP_COLUMNS)]
+        columns[name] = pd.array(columns[name], dtype="str")
+    return pd.DataFrame({name: columns[name] for name in SWEEP_COLUMNS})
 
 
 def _ratio_or_zero(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:

@@ -211,7 +211,8 @@ def test_gap_candidates_lists_unlabelled_test_proteins_by_activation(monkeypatch
     assert gap_candidates(table, to_maxima(dense, IDS), SPLIT, LABELS, f1_cutoff=0.9).empty
 
 
-def test_sweep_equals_the_per_latent_loop_on_a_random_problem(monkeypatch):
+@pytest.mark.parametrize("threads", [1, 3])
+def test_sweep_equals_the_per_latent_loop_on_a_random_problem(monkeypatch, threads):
     monkeypatch.setattr(specificity, "_CHUNK", 97)  # many chunks, boundaries inside proteins
     rng = np.random.default_rng(7)
     n_proteins, n_latents, n_families = 300, 200, 40
@@ -233,9 +234,12 @@ def test_sweep_equals_the_per_latent_loop_on_a_random_problem(monkeypatch):
         dense[:, j] = np.where(members, rng.uniform(0.3, 1.0, n_proteins), dense[:, j] * 0.2)
     dense = dense.astype(np.float32)
     dense[rng.random(n_proteins) < 0.05] = 0  # proteins no latent fires on
-    table = family_f1_sweep(to_maxima(dense, ids, reverse=True), pd.Series(split), labels)
+    table = family_f1_sweep(to_maxima(dense, ids, reverse=True), pd.Series(split), labels, threads=threads)
     pd.testing.assert_frame_equal(table, reference_sweep(dense, ids, split, labels))
     assert set(table["status"]) == {"scored", "never_fires_on_train", "top_protein_unlabelled"}
+    train = np.array([split[p] == "train" for p in ids])
+    holders = (dense[train] == dense[train].max(axis=0)) & (dense[train] > 0)
+    assert (holders.sum(axis=0) > 1).sum() >= 4  # maxima held by several train proteins
     assert table["threshold"].nunique() > 3 and (table["test_f1"] > 0.7).any()
     n_families_of_top = table["top_protein"].map(labels.groupby("protein")["accession"].nunique())
     assert (n_families_of_top >= 3).sum() > 5  # candidates beyond the second slot
@@ -264,6 +268,25 @@ def test_input_errors():
         family_f1_sweep(negative, SPLIT, LABELS)
     with pytest.raises(ValueError, match="thresholds"):
         family_f1_sweep(to_maxima(dense, IDS), SPLIT, LABELS, thresholds=[0.0, 0.5])
+    twice = to_maxima(dense, IDS)
+    twice.protein_ids[1] = twice.protein_ids[0]
+    with pytest.raises(ValueError, match="maxima list protein 'P000' twice"):
+        family_f1_sweep(twice, SPLIT, LABELS)
+    with pytest.raises(ValueError, match="split lists protein 'P003' twice"):
+        family_f1_sweep(to_maxima(dense, IDS), pd.concat([SPLIT, SPLIT.iloc[[3]]]), LABELS)
+    with pytest.raises(ValueError, match="split protein ids must be strings"):
+        family_f1_sweep(to_maxima(dense, IDS), pd.Series(SPLIT.to_numpy(), index=range(len(SPLIT))), LABELS)
+    with pytest.raises(ValueError, match="labels has a missing protein id"):
+        family_f1_sweep(to_maxima(dense, IDS), SPLIT, LABELS.assign(protein=LABELS["protein"].where(LABELS.index > 0)))
+
+
+def test_key_counter_counts_across_buffer_fills():
+    rng = np.random.default_rng(0)
+    arrays = [rng.integers(0, 7, n) for n in (3, 2, 4, 9, 0, 1)]  # 9 is more than the buffer holds
+    counter = specificity._KeyCounter(7, buffer_size=4)
+    for keys in arrays:
+        counter.add(keys)
+    np.testing.assert_array_equal(counter.counts(), np.bincount(np.concatenate(arrays), minlength=7))
 
 
 def test_reaching_cutoff_is_exactly_the_ratio_comparison():

@@ -14,7 +14,7 @@ labels = filter_types(read_labels(snakemake.input.labels), snakemake.params.type
 labels = labels[labels["protein"].isin(split.index)]
 log.info("%d proteins (%s), %d labels of types %s on %d of them", len(split), split.value_counts().to_dict(),
          len(labels), snakemake.params.types, labels["protein"].nunique())
-table = family_f1_sweep(maxima, split, labels, thresholds=snakemake.params.thresholds)
+table = family_f1_sweep(maxima, split, labels, thresholds=snakemake.params.thresholds, threads=snakemake.threads)
 cutoff = snakemake.params.f1_cutoff
 gaps = gap_candidates(table, maxima, split, labels, f1_cutoff=cutoff)
 summary = {
