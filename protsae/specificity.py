@@ -19,8 +19,8 @@ Latents that never fire on a train protein, or whose top protein has no family, 
 (``status`` says which). Every protein of the split counts, including proteins no latent ever
 fired on (all-zero rows, so negatives, and positives of the family support when labelled).
 
-The sweep is vectorised over latents, thresholds and candidate families, and its memory does not
-grow with the non-zeros beyond the input: two passes over the non-zeros in fixed-size chunks.
+The sweep is vectorised over latents, thresholds and candidate families and holds no array of
+the size of the non-zeros: two passes over them in fixed-size chunks.
 
 1. Each latent's train maximum, as a running maximum: only entries at or above it are looked
    at again, and those include every entry holding the final maximum, so the top proteins and
