@@ -76,7 +76,6 @@ _KEY_BUFFER = 1 << 20
 # of has_label, so neither may be -1.
 _NO_FAMILY, _SEVERAL_FAMILIES = -2, -3
 
-_T = TypeVar("_T")
 _R = TypeVar("_R")
 
 
@@ -226,17 +225,21 @@ def _coo(maxima: MaxActivations) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return protein, latent, value
 
 
-def _chunks(n: int, size: int | None = None) -> list[slice]:
-    size = size or _CHUNK
-    return [slice(start, min(start + size, n)) for start in range(0, n, size)]
+def _chunks(n: int) -> list[slice]:
+    return [slice(start, min(start + _CHUNK, n)) for start in range(0, n, _CHUNK)]
 
 
-def _map(function: Callable[[_T], _R], items: Sequence[_T], threads: int) -> list[_R]:
-    """[function(item) for item in items], on a pool of ``threads`` threads when > 1."""
-    if threads <= 1 or len(items) <= 1:
-        return [function(item) for item in items]
-    with ThreadPoolExecutor(min(threads, len(items))) as pool:
-        return list(pool.map(function, items))
+def _per_thread(function: Callable[[list[slice]], _R], n: int, threads: int) -> list[_R]:
+    """function(share) for each thread's share of the chunks of n entries (every threads-th
+    chunk, so that the shares are alike), on a thread pool when threads > 1; one share when
+    threads is 1 or there is at most one chunk."""
+    parts = _chunks(n)
+    n_shares = max(1, min(threads, len(parts)))
+    shares = [parts[i::n_shares] for i in range(n_shares)]
+    if n_shares == 1:
+        return [function(shares[0])]
+    with ThreadPoolExecutor(n_shares) as pool:
+        return list(pool.map(function, shares))
 
 
 def _joined(parts: list[tuple[np.ndarray, ...]], dtypes: tuple) -> list[np.ndarray]:
@@ -257,19 +260,18 @@ class _TrainMaxima:
 def _train_maxima(maxima: MaxActivations, is_train: np.ndarray, threads: int = 1) -> _TrainMaxima:
     """The first pass: each latent's train maximum and the entries that hold it.
 
-    Each thread keeps a running maximum over its share of the chunks. Only train entries at or
-    above it (all of a latent's first entries, then few) are looked at again: they are written
-    to the running maximum (an assignment with repeated latents keeps one of their values, and
-    those still above go round again) and kept, since every entry holding the final maximum is
-    among them. No ``np.maximum.at``, which holds the GIL.
+    Each thread keeps a running maximum over its share of the chunks. Only entries at or above
+    it (all of a latent's first entries, then few) are looked at again: the train ones among
+    them are written to the running maximum (an assignment with repeated latents keeps one of
+    their values, and those still above go round again) and kept, since every entry holding
+    the final maximum is among them. No ``np.maximum.at``, which holds the GIL.
     """
     protein, latent, value = _coo(maxima)
-    parts = _chunks(value.size)
 
-    def running_max(group: list[slice]) -> tuple[np.ndarray, list[tuple[np.ndarray, ...]]]:
+    def running_max(share: list[slice]) -> tuple[np.ndarray, list[tuple[np.ndarray, ...]]]:
         top = np.zeros(maxima.n_latents, dtype=np.float32)
         kept = []
-        for part in group:
+        for part in share:
             part_latent, part_value = latent[part], value[part]
             if not part_value.min() > 0:  # also catches NaN
                 raise ValueError("maxima values must be > 0 (inactive pairs are absent)")
@@ -288,10 +290,9 @@ def _train_maxima(maxima: MaxActivations, is_train: np.ndarray, threads: int = 1
                 top[rising_latent] = rising_value
         return top, kept
 
-    n_groups = max(1, min(threads, len(parts)))
-    groups = _map(running_max, [parts[i::n_groups] for i in range(n_groups)], threads)
-    norm_max = np.maximum.reduce([top for top, _ in groups])
-    kept_latent, kept_protein, kept_value = _joined([part for _, kept in groups for part in kept],
+    per_thread = _per_thread(running_max, value.size, threads)
+    norm_max = np.maximum.reduce([top for top, _ in per_thread])
+    kept_latent, kept_protein, kept_value = _joined([part for _, kept in per_thread for part in kept],
                                                     (np.int32, np.int64, np.float32))
     at_max = np.flatnonzero(kept_value == np.take(norm_max, kept_latent))
     return _TrainMaxima(norm_max, kept_latent[at_max], kept_protein[at_max])
@@ -414,11 +415,11 @@ def _threshold_pass(maxima: MaxActivations, norm_max: np.ndarray, thresholds: np
     cutoff = np.where(has_pairs, _reaching_cutoff(norm_max, thresholds[0]), np.float32(np.inf))
     all_protein, all_latent, all_value = _coo(maxima)
 
-    def counts(group: list[slice]) -> tuple[np.ndarray, np.ndarray]:
-        n_entries = sum(part.stop - part.start for part in group)
+    def counts(share: list[slice]) -> tuple[np.ndarray, np.ndarray]:
+        n_entries = sum(part.stop - part.start for part in share)
         predicted = _KeyCounter(2 * n_latents * n_bins, min(_KEY_BUFFER, n_entries))
         true_positive = _KeyCounter(2 * n_pairs * n_bins, min(_KEY_BUFFER, n_entries))
-        for part in group:
+        for part in share:
             keep = np.flatnonzero(all_value[part] >= np.take(cutoff, all_latent[part]))
             # int64 latents: numpy casts any other index array before each take.
             latent = np.take(all_latent[part], keep).astype(np.int64)
@@ -442,11 +443,9 @@ def _threshold_pass(maxima: MaxActivations, norm_max: np.ndarray, thresholds: np
                 true_positive.add((np.take(is_test, hit) * n_pairs + pair) * n_bins + np.take(bins, hit))
         return predicted.counts(), true_positive.counts()
 
-    parts = _chunks(all_value.size)
-    n_groups = max(1, min(threads, len(parts)))
-    groups = _map(counts, [parts[i::n_groups] for i in range(n_groups)], threads)
-    predicted = sum((predicted for predicted, _ in groups), np.zeros(2 * n_latents * n_bins, dtype=np.int64))
-    true_positive = sum((true_positive for _, true_positive in groups), np.zeros(2 * n_pairs * n_bins, dtype=np.int64))
+    per_thread = _per_thread(counts, all_value.size, threads)
+    predicted = sum((predicted for predicted, _ in per_thread), np.zeros(2 * n_latents * n_bins, dtype=np.int64))
+    true_positive = sum((true_positive for _, true_positive in per_thread), np.zeros(2 * n_pairs * n_bins, dtype=np.int64))
     return _Counts(_reverse_cumsum(predicted.reshape(2, n_latents, n_bins)),
                    _reverse_cumsum(true_positive.reshape(2, n_pairs, n_bins)))
 
