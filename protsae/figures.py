@@ -12,7 +12,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .probes import gini  # noqa: E402
+from .stats import gini  # noqa: E402
 from .utils import atomic_path  # noqa: E402
 
 SWEEP_AXES = {"layer": "layer", "k": "k (latents active per token)", "width": "width (latents)"}

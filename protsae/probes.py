@@ -46,6 +46,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from .activations import list_to_numpy, read_acts, shard_metadata
 from .encoding import max_activation_per_protein
 from .patterns import collect_tracks, top_sequences
+from .stats import gini
 
 log = logging.getLogger("protsae.probes")
 
@@ -725,17 +726,6 @@ def top_coefficients(result: ProbeResult, n: int = 10, feature_names: Sequence[s
                     "coefficient": float(row[feature]),
                 })
     return pd.DataFrame.from_records(records, columns=["class", "sign", "rank", "feature", "name", "coefficient"])
-
-
-def gini(values: np.ndarray) -> float:
-    """Gini coefficient of non-negative values: 0 when all are equal, (n - 1) / n when one holds
-    everything; NaN when all are 0."""
-    values = np.sort(np.asarray(values, dtype=np.float64).ravel())
-    total = values.sum()
-    if values.size == 0 or total == 0:
-        return math.nan
-    n = values.size
-    return float(2 * np.sum(np.arange(1, n + 1) * values) / (n * total) - (n + 1) / n)
 
 
 def coefficient_stats(coef: np.ndarray) -> dict[str, float]:

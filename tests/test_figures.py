@@ -1,5 +1,8 @@
 """Figures: SAE sweeps from the summary table of the sweep they name; latent figures from per-SAE rows."""
 
+import subprocess
+import sys
+
 import pandas as pd
 import pytest
 
@@ -55,3 +58,9 @@ def test_latent_figure_writes_a_png(tmp_path, kinds):
 def test_latent_figure_needs_rows(tmp_path):
     with pytest.raises(ValueError, match="no SAEs"):
         plot_latent_figure(latent_rows().iloc[:0], ["family"], "layer", tmp_path / "x.png", "t")
+
+
+def test_figures_load_without_torch():
+    """Figure jobs only plot tables; importing torch would cost each of them seconds."""
+    code = "import sys, protsae.figures; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

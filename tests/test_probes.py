@@ -19,7 +19,6 @@ from protsae.probes import (
     fit_protein_classifier,
     fit_protein_regressor,
     fit_residue_classifier,
-    gini,
     latent_examples,
     linear_logits,
     pooled_activations,
@@ -30,6 +29,7 @@ from protsae.probes import (
     standardiser,
     top_coefficients,
 )
+from protsae.stats import gini
 
 torch.set_num_threads(1)
 
