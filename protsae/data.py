@@ -97,7 +97,6 @@ def _keep_rows(
 
 def _iter_rows(
     paths: Sequence[str],
-    d_model: int,
     *,
     keep_heldout: bool,
     holdout_fraction: float,
@@ -429,7 +428,6 @@ def read_heldout(
     if holdout_fraction > 0.0 and limit > 0:
         for chunk in _iter_rows(
             paths,
-            d_model,
             keep_heldout=True,
             holdout_fraction=holdout_fraction,
             holdout_seed=seed,
