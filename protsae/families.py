@@ -128,25 +128,26 @@ def _check_values(
     what: str,
     allow_empty: bool = False,
 ) -> None:
-    """Raise at the first value that does not match ``pattern`` (row i is on ``first_line + i``)."""
+    """Raise at the first value that does not match ``pattern``. The values' index holds each
+    row's position in the file: the row indexed i is on line ``first_line + i``."""
     ok = values.str.fullmatch(pattern)
     if allow_empty:
         ok |= values == ""
     if not ok.all():
         position = int((~ok).to_numpy().argmax())
         raise FamilyFormatError(
-            f"{path}, line {first_line + position}: {what} {values.iloc[position]!r} "
+            f"{path}, line {first_line + values.index[position]}: {what} {values.iloc[position]!r} "
             f"does not match {pattern}"
         )
 
 
 def _check_members(values: pd.Series, allowed: Sequence[str], path: Path, first_line: int, what: str) -> None:
-    """Raise at the first value not in ``allowed`` (row i is on ``first_line + i``)."""
+    """Raise at the first value not in ``allowed`` (lines as in `_check_values`)."""
     bad = ~values.isin(allowed)
     if bad.any():
         position = int(bad.to_numpy().argmax())
         raise FamilyFormatError(
-            f"{path}, line {first_line + position}: {what} {values.iloc[position]!r} is not one of "
+            f"{path}, line {first_line + values.index[position]}: {what} {values.iloc[position]!r} is not one of "
             f"{', '.join(allowed)}"
         )
 
@@ -254,16 +255,8 @@ def pfam_to_interpro(path: str | os.PathLike) -> dict[str, str]:
             f"two-column pfam_acc/interpro_acc table, found columns {', '.join(table.columns)}"
         )
     # The index still holds each row's position in the file (repeated after explode).
-    lines = pairs.index.to_series() + 2
-    for column, pattern, what in (("pfam", _PFAM_ACC, "Pfam accession"),
-                                  ("interpro", _INTERPRO_ACC, "InterPro accession")):
-        ok = pairs[column].str.fullmatch(pattern)
-        if not ok.all():
-            bad = (~ok).to_numpy().argmax()
-            raise FamilyFormatError(
-                f"{path}, line {lines.iloc[bad]}: {what} {pairs[column].iloc[bad]!r} "
-                f"does not match {pattern}"
-            )
+    _check_values(pairs["pfam"], _PFAM_ACC, path, 2, "Pfam accession")
+    _check_values(pairs["interpro"], _INTERPRO_ACC, path, 2, "InterPro accession")
     pairs["pfam"] = pairs["pfam"].str.partition(".")[0]
     pairs = pairs.drop_duplicates()
     repeated = pairs["pfam"].duplicated()
@@ -272,7 +265,7 @@ def pfam_to_interpro(path: str | os.PathLike) -> dict[str, str]:
         pfam = pairs["pfam"].iloc[bad]
         targets = sorted(pairs.loc[pairs["pfam"] == pfam, "interpro"])
         raise FamilyFormatError(
-            f"{path}, line {lines.iloc[bad]}: Pfam {pfam} is mapped to more than one InterPro "
+            f"{path}, line {pairs.index[bad] + 2}: Pfam {pfam} is mapped to more than one InterPro "
             f"entry ({', '.join(targets)})"
         )
     return dict(zip(pairs["pfam"], pairs["interpro"]))
@@ -503,8 +496,8 @@ def labels_from_protein2ipr(
         )
         try:
             for chunk in reader:
-                _check_values(chunk["accession"], _INTERPRO_ACC, path, lines_read + 1,
-                              "InterPro accession")
+                # The reader numbers rows across chunks, so the index is the row in the file.
+                _check_values(chunk["accession"], _INTERPRO_ACC, path, 1, "InterPro accession")
                 empty = chunk["protein"] == ""
                 if empty.any():
                     line = lines_read + 1 + int(empty.to_numpy().argmax())

@@ -178,6 +178,12 @@ def test_pfam_to_interpro_both_formats(tmp_path):
     conflicting.write_text(PFAM2IPR.read_text() + "PF00042\tIPR009050\n")
     with pytest.raises(ValueError, match=r"pfam2ipr\.tsv, line 5: Pfam PF00042 .*IPR000971"):
         families.pfam_to_interpro(conflicting)
+    # In the bundle's format a row holds several members: the error names the row's line.
+    members = tmp_path / "entries.tsv"
+    members.write_text("accession\ttype\tname\tpfam_members\nIPR000001\tFamily\tA\tPF00001:x,PF00002:y\n"
+                       "IPR000002\tFamily\tB\tPF00003:z,PF0004:w\n")
+    with pytest.raises(ValueError, match=r"entries\.tsv, line 3: Pfam accession 'PF0004'"):
+        families.pfam_to_interpro(members)
 
 
 # -- label sources ------------------------------------------------------------------------------
