@@ -10,16 +10,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import sys
 import time
 import zlib
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
@@ -132,6 +134,26 @@ def shard_schema(d_model: int, storage_dtype: str, metadata: dict) -> pa.Schema:
 def read_acts(table_or_batch) -> np.ndarray:
     """The ``act`` column of a table or record batch as an (n, d_model) array, zero-copy where possible."""
     return list_to_numpy(table_or_batch.column("act"))
+
+
+def shard_batches(
+    path_or_paths: str | os.PathLike | Sequence[str | os.PathLike],
+    columns: Sequence[str],
+    index_of: Mapping[str, int],
+    batch_rows: int,
+) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
+    """Record batches (``seq_id`` and ``columns``) of one or more protsae shards, activations or
+    codes, in order, each with the index in ``index_of`` of every row's seq_id ((rows,) int64;
+    -1 for proteins it does not hold)."""
+    paths = [path_or_paths] if isinstance(path_or_paths, (str, os.PathLike)) else list(path_or_paths)
+    for path in paths:
+        with pq.ParquetFile(path) as parquet:
+            for batch in parquet.iter_batches(batch_size=batch_rows, columns=["seq_id", *columns]):
+                encoded = pc.dictionary_encode(batch.column("seq_id"))
+                # One dictionary look-up per protein of the batch, not per row.
+                lookup = np.array([index_of.get(seq_id, -1) for seq_id in encoded.dictionary.to_pylist()],
+                                  dtype=np.int64)
+                yield batch, lookup[encoded.indices.to_numpy(zero_copy_only=False)]
 
 
 @dataclass

@@ -45,10 +45,8 @@ from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from .activations import list_to_numpy
+from .activations import list_to_numpy, shard_batches
 from .encoding import MaxActivations
 
 PATTERNS = ("dead", "not_enough_data", "periodic", "point", "motif_short", "motif_medium", "motif_long",
@@ -382,7 +380,6 @@ def collect_tracks(
     residue gets an empty track. Raises ValueError for a position outside [0, length) or a
     residue that appears twice.
     """
-    paths = [code_paths] if isinstance(code_paths, (str, os.PathLike)) else list(code_paths)
     protein_index: dict[str, int] = {}
     pair_protein = np.fromiter((protein_index.setdefault(pid, len(protein_index)) for pid, _ in wanted),
                                dtype=np.int64, count=len(wanted))
@@ -397,27 +394,20 @@ def collect_tracks(
     key_base = int(pair_latent.max()) + 1 if pair_latent.size else 1
     unique_keys, wanted_to_unique = np.unique(pair_protein * key_base + pair_latent, return_inverse=True)
     found_pair, found_pos, found_value = [], [], []
-    for path in paths:
-        with pq.ParquetFile(path) as parquet:
-            for batch in parquet.iter_batches(batch_size=batch_rows, columns=["seq_id", "pos", "idx", "val"]):
-                encoded = pc.dictionary_encode(batch.column("seq_id"))
-                # One dictionary look-up per protein of the batch, not per row.
-                local_to_wanted = np.array([protein_index.get(pid, -1) for pid in encoded.dictionary.to_pylist()],
-                                           dtype=np.int64)
-                row_protein = local_to_wanted[encoded.indices.to_numpy(zero_copy_only=False)]
-                rows = np.flatnonzero(row_protein >= 0)
-                if rows.size == 0:
-                    continue
-                idx = list_to_numpy(batch.column("idx"))[rows]
-                val = list_to_numpy(batch.column("val"))[rows]
-                pos = batch.column("pos").to_numpy(zero_copy_only=False)[rows]
-                row, slot = np.nonzero((val > 0) & (idx >= 0) & (idx < key_base))
-                keys = row_protein[rows][row] * key_base + idx[row, slot]
-                where = np.minimum(np.searchsorted(unique_keys, keys), len(unique_keys) - 1)
-                hit = unique_keys[where] == keys
-                found_pair.append(where[hit])
-                found_pos.append(pos[row[hit]].astype(np.int64))
-                found_value.append(val[row[hit], slot[hit]].astype(np.float32))
+    for batch, row_protein in shard_batches(code_paths, ["pos", "idx", "val"], protein_index, batch_rows):
+        rows = np.flatnonzero(row_protein >= 0)
+        if rows.size == 0:
+            continue
+        idx = list_to_numpy(batch.column("idx"))[rows]
+        val = list_to_numpy(batch.column("val"))[rows]
+        pos = batch.column("pos").to_numpy(zero_copy_only=False)[rows]
+        row, slot = np.nonzero((val > 0) & (idx >= 0) & (idx < key_base))
+        keys = row_protein[rows][row] * key_base + idx[row, slot]
+        where = np.minimum(np.searchsorted(unique_keys, keys), len(unique_keys) - 1)
+        hit = unique_keys[where] == keys
+        found_pair.append(where[hit])
+        found_pos.append(pos[row[hit]].astype(np.int64))
+        found_value.append(val[row[hit], slot[hit]].astype(np.float32))
     pair = np.concatenate(found_pair) if found_pair else np.zeros(0, np.int64)
     pos = np.concatenate(found_pos) if found_pos else np.zeros(0, np.int64)
     value = np.concatenate(found_value) if found_value else np.zeros(0, np.float32)

@@ -31,19 +31,16 @@ import logging
 import math
 import os
 from dataclasses import dataclass, field, fields
-from typing import Iterator, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import scipy.stats
 import torch
 import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression, Ridge
 
-from .activations import list_to_numpy, read_acts, shard_metadata
+from .activations import list_to_numpy, read_acts, shard_batches, shard_metadata
 from .encoding import max_activation_per_protein
 from .patterns import collect_tracks, top_sequences
 from .stats import gini
@@ -75,20 +72,6 @@ def _index_of(ids: Sequence[str]) -> dict[str, int]:
     return index
 
 
-def _batches(paths: PathOrPaths, columns: list[str], index_of: dict[str, int],
-             batch_rows: int) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
-    """Record batches of the shards and, per row, the index of its seq_id in ``index_of``
-    ((rows,) int64; -1 for proteins not asked for)."""
-    for path in _paths(paths):
-        with pq.ParquetFile(path) as parquet:
-            for batch in parquet.iter_batches(batch_size=batch_rows, columns=["seq_id", *columns]):
-                encoded = pc.dictionary_encode(batch.column("seq_id"))
-                # One dictionary look-up per protein of the batch, not per row.
-                lookup = np.array([index_of.get(seq_id, -1) for seq_id in encoded.dictionary.to_pylist()],
-                                  dtype=np.int64)
-                yield batch, lookup[encoded.indices.to_numpy(zero_copy_only=False)]
-
-
 def _missing(ids: Sequence[str], counts: np.ndarray, what: str) -> None:
     missing = [ids[i] for i in np.flatnonzero(counts == 0)]
     if missing:
@@ -104,7 +87,7 @@ def pooled_activations(shard_paths: PathOrPaths, ids: Sequence[str], batch_rows:
     index_of = _index_of(ids)
     sums: np.ndarray | None = None
     counts = np.zeros(len(ids), dtype=np.int64)
-    for batch, row_protein in _batches(shard_paths, ["act"], index_of, batch_rows):
+    for batch, row_protein in shard_batches(shard_paths, ["act"], index_of, batch_rows):
         keep = row_protein >= 0
         protein = row_protein[keep]
         if protein.size == 0:
@@ -133,7 +116,7 @@ def pooled_codes(code_paths: PathOrPaths, ids: Sequence[str], n_latents: int | N
     index_of = _index_of(ids)
     sums = np.zeros(len(ids) * n_latents, dtype=np.float64)
     counts = np.zeros(len(ids), dtype=np.int64)
-    for batch, row_protein in _batches(paths, ["idx", "val"], index_of, batch_rows):
+    for batch, row_protein in shard_batches(paths, ["idx", "val"], index_of, batch_rows):
         keep = row_protein >= 0
         protein = row_protein[keep]
         idx = list_to_numpy(batch.column("idx"))[keep]
@@ -236,7 +219,7 @@ def _read_residues(paths: PathOrPaths, labels: pd.DataFrame, columns: dict[str, 
     y_out = np.empty(n_rows, dtype=np.int64)
     arrays: dict[str, np.ndarray] = {}
     filled = 0
-    for batch, row_protein in _batches(paths, ["pos", *columns], index_of, batch_rows):
+    for batch, row_protein in shard_batches(paths, ["pos", *columns], index_of, batch_rows):
         if not arrays:
             arrays = {name: np.empty((n_rows, batch.schema.field(name).type.list_size), dtype=dtype)
                       for name, dtype in columns.items()}
