@@ -550,11 +550,7 @@ def write_task(table: pd.DataFrame, fasta_path: str | os.PathLike, labels_path: 
 def read_task_labels(path: str | os.PathLike) -> pd.DataFrame:
     """A labels TSV written by `write_task`: text columns as str (``""`` kept), ``length`` int,
     and ``label`` float when every label is a number (regression tasks), else str."""
-    labels = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
-    required = ("id", "split", "label", "length", "cluster")
-    missing = [column for column in required if column not in labels.columns]
-    if missing:
-        raise ValueError(f"{path}, line 1: missing column(s) {', '.join(missing)}")
+    labels = _read_table(path, ("id", "split", "label", "length", "cluster"), sep="\t")
     labels["length"] = labels["length"].astype(int)
     numeric = pd.to_numeric(labels["label"], errors="coerce")
     if numeric.notna().all():
