@@ -150,7 +150,7 @@ def evalset_codes(wc):
 
 
 def latent_path(name, variant, layer, k, width):
-    return f"{LATENTS}/layer{layer}/{variant}_k{k}_w{width}/{name}"
+    return f"{LATENTS}/layer{layer}/{spec_name(variant, layer, k, width)}/{name}"
 
 
 def latent_targets():

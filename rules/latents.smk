@@ -3,6 +3,10 @@
 # dataset; from its codes come the per-protein maxima, the family-specificity F1 sweep with its
 # annotation-gap candidates, the activation-pattern classes, and Figs 3c, 3d, 7a and 7b.
 
+# One SAE's latent tables and their logs (wildcards layer, variant, k, width).
+SAE_LATENTS = f"{LATENTS}/layer{{layer}}/{{variant}}_k{{k}}_w{{width}}"
+SAE_LATENT_LOGS = f"{LOGS}/latents/{EVALSET}/layer{{layer}}/{{variant}}_k{{k}}_w{{width}}"
+
 
 rule evalset_cluster:
     input:
@@ -77,11 +81,11 @@ rule protein_maxima:
     input:
         codes=evalset_codes,
     output:
-        f"{LATENTS}/layer{{layer}}/{{variant}}_k{{k}}_w{{width}}/maxima.npz",
+        f"{SAE_LATENTS}/maxima.npz",
     log:
-        f"{LOGS}/latents/{EVALSET}/layer{{layer}}/{{variant}}_k{{k}}_w{{width}}/maxima.log",
+        f"{SAE_LATENT_LOGS}/maxima.log",
     benchmark:
-        f"{LOGS}/latents/{EVALSET}/layer{{layer}}/{{variant}}_k{{k}}_w{{width}}/maxima.benchmark.tsv"
+        f"{SAE_LATENT_LOGS}/maxima.benchmark.tsv"
     threads: 1
     resources:
         mem_mb=config["latents"]["mem_mb"],
@@ -94,21 +98,21 @@ rule protein_maxima:
 
 rule family_specificity:
     input:
-        maxima=f"{LATENTS}/layer{{layer}}/{{variant}}_k{{k}}_w{{width}}/maxima.npz",
+        maxima=f"{SAE_LATENTS}/maxima.npz",
         split=f"{LATENTS}/split.tsv",
         labels=f"{EVALSETS}/families.tsv",
     output:
-        table=f"{LATENTS}/layer{{layer}}/{{variant}}_k{{k}}_w{{width}}/family_f1.tsv",
-        summary=f"{LATENTS}/layer{{layer}}/{{variant}}_k{{k}}_w{{width}}/family_summary.json",
-        gaps=f"{LATENTS}/layer{{layer}}/{{variant}}_k{{k}}_w{{width}}/gap_candidates.tsv",
+        table=f"{SAE_LATENTS}/family_f1.tsv",
+        summary=f"{SAE_LATENTS}/family_summary.json",
+        gaps=f"{SAE_LATENTS}/gap_candidates.tsv",
     params:
         types=config["families"]["types"],
         thresholds=config["latents"]["thresholds"],
         f1_cutoff=config["latents"]["f1_cutoff"],
     log:
-        f"{LOGS}/latents/{EVALSET}/layer{{layer}}/{{variant}}_k{{k}}_w{{width}}/family_f1.log",
+        f"{SAE_LATENT_LOGS}/family_f1.log",
     benchmark:
-        f"{LOGS}/latents/{EVALSET}/layer{{layer}}/{{variant}}_k{{k}}_w{{width}}/family_f1.benchmark.tsv"
+        f"{SAE_LATENT_LOGS}/family_f1.benchmark.tsv"
     threads: config["latents"]["threads"]
     resources:
         mem_mb=config["latents"]["mem_mb"],
@@ -122,19 +126,19 @@ rule family_specificity:
 rule activation_patterns:
     input:
         codes=evalset_codes,
-        maxima=f"{LATENTS}/layer{{layer}}/{{variant}}_k{{k}}_w{{width}}/maxima.npz",
+        maxima=f"{SAE_LATENTS}/maxima.npz",
         split=f"{LATENTS}/split.tsv",
     output:
-        table=f"{LATENTS}/layer{{layer}}/{{variant}}_k{{k}}_w{{width}}/patterns.tsv",
-        summary=f"{LATENTS}/layer{{layer}}/{{variant}}_k{{k}}_w{{width}}/patterns_summary.json",
+        table=f"{SAE_LATENTS}/patterns.tsv",
+        summary=f"{SAE_LATENTS}/patterns_summary.json",
     params:
         n_top=config["latents"]["n_top"],
         top_fraction=config["latents"]["top_fraction"],
         min_top=config["latents"]["min_top"],
     log:
-        f"{LOGS}/latents/{EVALSET}/layer{{layer}}/{{variant}}_k{{k}}_w{{width}}/patterns.log",
+        f"{SAE_LATENT_LOGS}/patterns.log",
     benchmark:
-        f"{LOGS}/latents/{EVALSET}/layer{{layer}}/{{variant}}_k{{k}}_w{{width}}/patterns.benchmark.tsv"
+        f"{SAE_LATENT_LOGS}/patterns.benchmark.tsv"
     threads: config["latents"]["threads"]
     resources:
         mem_mb=config["latents"]["mem_mb"],
