@@ -41,16 +41,16 @@ rule probe_fit:
         features=r"raw|[a-z0-9_]+_k\d+_w\d+",
     params:
         task=lambda wc: canonical(probe_task_config(wc.task)),
-        probes=settings(config.get("probes", {}), exclude={"tasks", "sweeps", "figure_sweep"}),
+        probes=settings(config["probes"], exclude={"tasks", "sweeps", "figure_sweep"}),
     log:
         f"{LOGS}/probes/{{task}}/layer{{layer}}/{{features}}.log",
     benchmark:
         f"{LOGS}/probes/{{task}}/layer{{layer}}/{{features}}.benchmark.tsv"
-    threads: config.get("probes", {}).get("threads", 1)
+    threads: config["probes"]["threads"]
     resources:
-        mem_mb=config.get("probes", {}).get("mem_mb", 16000),
-        runtime=config.get("probes", {}).get("runtime", 120),
-        gpu=config.get("probes", {}).get("gpus", 0),
+        mem_mb=config["probes"]["mem_mb"],
+        runtime=config["probes"]["runtime"],
+        gpu=config["probes"]["gpus"],
     conda:
         "../envs/torch.yaml"
     script:
