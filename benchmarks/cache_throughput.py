@@ -27,9 +27,11 @@ from pathlib import Path
 import torch
 import yaml
 
-from protsae.activations import cache_activations, random_batches, token_budget_batches
+from protsae.activations.batches import random_batches, token_budget_batches
+from protsae.activations.cache import cache_activations
 from protsae.models import load_model
-from protsae.sequences import reservoir_sample, read_fasta
+from protsae.sequences.fasta import read_fasta
+from protsae.sequences.sampling import reservoir_sample
 
 REPO = Path(__file__).resolve().parent.parent
 

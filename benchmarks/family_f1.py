@@ -1,4 +1,4 @@
-"""Family-specificity sweep (`protsae.specificity.family_f1_sweep`) at the paper's scale.
+"""Family-specificity sweep (`protsae.latents.specificity.family_f1_sweep`) at the paper's scale.
 
 Synthetic per-protein maxima for 16,384 latents x 100,000 proteins with realistic sparsity. A
 TopK SAE with k = 32 gives a ~300-residue protein ~9,600 (residue, latent) activations, but the
@@ -45,9 +45,14 @@ import numpy as np
 import pandas as pd
 from scipy.sparse import csc_array
 
-from protsae.encoding import MaxActivations
-from protsae.specificity import DEFAULT_THRESHOLDS, SWEEP_COLUMNS, family_f1_sweep, summarise_family_f1
-from protsae.utils import write_json
+from protsae.codes.maxima import MaxActivations
+from protsae.latents.specificity import (
+    DEFAULT_THRESHOLDS,
+    SWEEP_COLUMNS,
+    family_f1_sweep,
+    summarise_family_f1,
+)
+from protsae.files import write_json
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from protsae.models.unirep import UniRep, package_weights_path
-from protsae.utils import write_json
+from protsae.files import write_json
 
 DATA = Path(__file__).resolve().parent.parent / "resources" / "demo"
 

@@ -1,7 +1,7 @@
 """SAE training throughput, quality and memory on synthetic activations.
 
 Measures, in one run:
-  * training: protsae's step (`protsae.trainer.training_step`: sparse encoder backward, gathered
+  * training: protsae's step (`protsae.sae.train.training_step`: sparse encoder backward, gathered
     decoder, fused Adam; float32 and bf16 autocast) against a plain dense TopK step written here
     (dense encoder matmul, dense top-k scattered into a dense (batch, n_latents) z, dense decoder
     matmul, autograd backward, default Adam; float32), side by side: all three start from the same
@@ -11,7 +11,7 @@ Measures, in one run:
     within the budget) and the learning rate constant, identical for all three.
   * decoding, per width and k: gathering the k selected decoder rows (``embedding_bag``) against
     scattering into a dense z and a dense matmul, forward plus backward.
-  * peak RSS of `protsae.trainer.train_sae` reading a Parquet cache (seq_id string, pos int32,
+  * peak RSS of `protsae.sae.train.train_sae` reading a Parquet cache (seq_id string, pos int32,
     act fixed_size_list<float16>[d_model], as the caching stage writes it) of 1x and 4x the size,
     each in a fresh subprocess; both train on the same number of tokens (one pass over the 4x
     cache, four over the 1x), so that only the cache size differs.
@@ -39,8 +39,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from protsae.sae import SAEConfig, TopKSAE, make_sae
-from protsae.trainer import TrainConfig, evaluate, make_optimizer, train_sae, training_step
+from protsae.sae.config import SAEConfig
+from protsae.sae.variants import TopKSAE, make_sae
+from protsae.sae.train import TrainConfig, evaluate, make_optimizer, train_sae, training_step
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -3,7 +3,7 @@ import itertools
 import re
 import sys
 
-from protsae.activations import human_bytes, projected_cache_bytes
+from protsae.activations.sizes import human_bytes, projected_cache_bytes
 
 MODEL = config["model"]["name"]
 RESULTS = f"results/{MODEL}"

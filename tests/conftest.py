@@ -1,5 +1,10 @@
+import json
 import os
+from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -15,3 +20,21 @@ def tiny_model():
     from protsae.models import tiny_esm2
 
     return tiny_esm2()
+
+
+def write_shard(
+    path: Path, seq_ids: list[str], lengths: list[int], acts: np.ndarray, row_group_size: int = 64
+) -> None:
+    """One shard in the caching stage's format: seq_id, pos, act fixed_size_list[d_model]."""
+    d_model = acts.shape[1]
+    flat = acts.reshape(-1)
+    # pa.array converts float16 element by element; relabelling the integer view does not.
+    values = pa.array(flat.view(np.uint16)).view(pa.float16()) if flat.dtype == np.float16 else pa.array(flat)
+    table = pa.table(
+        {
+            "seq_id": pa.array([s for s, n in zip(seq_ids, lengths) for _ in range(n)], pa.string()),
+            "pos": pa.array(np.concatenate([np.arange(n, dtype=np.int32) for n in lengths])),
+            "act": pa.FixedSizeListArray.from_arrays(values, d_model),
+        }
+    ).replace_schema_metadata({b"d_model": json.dumps(d_model).encode()})
+    pq.write_table(table, path, row_group_size=row_group_size, use_dictionary=["seq_id"], compression="none")

@@ -14,8 +14,14 @@ from __future__ import annotations
 
 import torch
 
-from .base import STANDARD_RESIDUES, LayerEdit, ProteinLM, TokenBatch
-from .hf import HFMaskedLM, load_hf_masked_lm, random_esm2, save_random_esm2, tiny_esm2
+from protsae.models.base import STANDARD_RESIDUES, LayerEdit, ProteinLM, TokenBatch
+from protsae.models.hf import (
+    HFMaskedLM,
+    load_hf_masked_lm,
+    random_esm2,
+    save_random_esm2,
+    tiny_esm2,
+)
 
 __all__ = [
     "STANDARD_RESIDUES",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from .base import STANDARD_RESIDUES, ProteinLM, StopForward, TokenBatch
+from protsae.models.base import STANDARD_RESIDUES, ProteinLM, StopForward, TokenBatch
 
 # ESM-2's vocabulary, in token-id order (fair-esm's Alphabet, as the HF checkpoints ship it).
 ESM2_VOCAB = [

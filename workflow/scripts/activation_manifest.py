@@ -1,7 +1,8 @@
 """Snakemake script: manifest (model, counts, checksums) of one (dataset, layer) cache."""
 
-from protsae.activations import human_bytes, write_manifest
-from protsae.utils import setup_logging
+from protsae.activations.manifest import write_manifest
+from protsae.activations.sizes import human_bytes
+from protsae.logs import setup_logging
 
 log = setup_logging(snakemake.log[0])
 manifest = write_manifest(

@@ -1,10 +1,11 @@
 """Snakemake script: the activation-pattern class of every latent of one SAE (paper Table 2),
 from the per-residue tracks of its top test sequences."""
 
-from protsae.encoding import MaxActivations
-from protsae.evalset import read_split
-from protsae.patterns import activation_patterns, summarise_patterns
-from protsae.utils import atomic_path, setup_logging, write_json
+from protsae.codes.maxima import MaxActivations
+from protsae.latents.evalset import read_split
+from protsae.latents.patterns import activation_patterns, summarise_patterns
+from protsae.files import atomic_path, write_json
+from protsae.logs import setup_logging
 
 log = setup_logging(snakemake.log[0])
 maxima = MaxActivations.load(snakemake.input.maxima)

@@ -4,10 +4,12 @@ from pathlib import Path
 
 import torch
 
-from protsae.activations import cache_activations, human_bytes, projected_cache_bytes
+from protsae.activations.cache import cache_activations
+from protsae.activations.sizes import human_bytes, projected_cache_bytes
 from protsae.models import load_model
-from protsae.sequences import read_sequences
-from protsae.utils import setup_logging, write_json
+from protsae.sequences.fasta import read_sequences
+from protsae.files import write_json
+from protsae.logs import setup_logging
 
 log = setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)

@@ -4,11 +4,11 @@ from pathlib import Path
 
 import torch
 
-from protsae.encoding import encode_cache, encode_from_model
+from protsae.codes.encode import encode_cache, encode_from_model
 from protsae.models import load_model, resolve_device
-from protsae.sae import load_sae
-from protsae.sequences import read_sequences
-from protsae.utils import setup_logging
+from protsae.sae.io import load_sae
+from protsae.sequences.fasta import read_sequences
+from protsae.logs import setup_logging
 
 log = setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)

@@ -1,7 +1,8 @@
 """Snakemake script: seeded train/test split of the sampled evaluation representatives."""
 
-from protsae.evalset import write_split
-from protsae.utils import setup_logging, write_json
+from protsae.latents.evalset import write_split
+from protsae.files import write_json
+from protsae.logs import setup_logging
 
 log = setup_logging(snakemake.log[0])
 stats = write_split(snakemake.input.lengths, snakemake.input.clusters, snakemake.output.split,

@@ -4,10 +4,11 @@ from pathlib import Path
 
 import torch
 
-from protsae.evaluation import heldout_sequences, splice_metrics
+from protsae.sae.splice import heldout_sequences, splice_metrics
 from protsae.models import load_model, resolve_device
-from protsae.sae import load_sae
-from protsae.utils import setup_logging, write_json
+from protsae.sae.io import load_sae
+from protsae.files import write_json
+from protsae.logs import setup_logging
 
 log = setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)

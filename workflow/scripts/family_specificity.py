@@ -1,11 +1,12 @@
 """Snakemake script: family-specificity F1 sweep of one SAE's latents, its summary and the
 annotation-gap candidates of its family-specific latents."""
 
-from protsae.encoding import MaxActivations
-from protsae.evalset import read_split
-from protsae.families import filter_types, read_labels
-from protsae.specificity import family_f1_sweep, gap_candidates, summarise_family_f1
-from protsae.utils import atomic_path, setup_logging, write_json
+from protsae.codes.maxima import MaxActivations
+from protsae.latents.evalset import read_split
+from protsae.latents.families import filter_types, read_labels
+from protsae.latents.specificity import family_f1_sweep, gap_candidates, summarise_family_f1
+from protsae.files import atomic_path, write_json
+from protsae.logs import setup_logging
 
 log = setup_logging(snakemake.log[0])
 maxima = MaxActivations.load(snakemake.input.maxima)

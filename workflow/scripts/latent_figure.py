@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from protsae.figures import PATTERN_CLASSES, plot_latent_figure
-from protsae.utils import setup_logging
+from protsae.figures.latents import PATTERN_CLASSES, plot_latent_figure
+from protsae.logs import setup_logging
 
 FIGURES = {  # figure: (x axis, title)
     "fig3c_patterns_per_layer": ("layer", "Activation patterns per layer"),

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from protsae.figures import PATTERN_CLASSES
-from protsae.utils import atomic_path, setup_logging
+from protsae.figures.latents import PATTERN_CLASSES
+from protsae.files import atomic_path
+from protsae.logs import setup_logging
 
 log = setup_logging(snakemake.log[0])
 rows = []

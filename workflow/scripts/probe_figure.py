@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from protsae.figures import plot_probe_coefficients, plot_probe_layers
-from protsae.utils import setup_logging
+from protsae.figures.probes import plot_probe_coefficients, plot_probe_layers
+from protsae.logs import setup_logging
 
 log = setup_logging(snakemake.log[0])
 model = snakemake.params.model

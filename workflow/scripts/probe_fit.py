@@ -8,21 +8,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from protsae.probes import (
-    coefficient_stats,
-    fit_protein_classifier,
-    fit_protein_regressor,
-    fit_residue_classifier,
-    latent_examples,
-    pooled_activations,
-    pooled_codes,
-    residue_activations,
-    residue_codes,
-    top_coefficients,
-)
-from protsae.sequences import read_sequences
-from protsae.tasks import read_task_labels
-from protsae.utils import atomic_path, setup_logging, write_json
+from protsae.probes.features import pooled_activations, pooled_codes, residue_activations, residue_codes
+from protsae.probes.interpret import coefficient_stats, latent_examples, top_coefficients
+from protsae.probes.linear import fit_protein_classifier, fit_protein_regressor
+from protsae.probes.residue import fit_residue_classifier
+from protsae.sequences.fasta import read_sequences
+from protsae.probes.tasks import read_task_labels
+from protsae.files import atomic_path, write_json
+from protsae.logs import setup_logging
 
 log = setup_logging(snakemake.log[0])
 # One thread: the residue probe's small mini-batch steps ran 2.4x slower on two busy threads.

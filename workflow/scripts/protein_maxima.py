@@ -1,7 +1,7 @@
 """Snakemake script: per protein and latent, the maximum activation over the evaluation codes."""
 
-from protsae.encoding import max_activation_per_protein
-from protsae.utils import setup_logging
+from protsae.codes.maxima import max_activation_per_protein
+from protsae.logs import setup_logging
 
 log = setup_logging(snakemake.log[0])
 maxima = max_activation_per_protein(list(snakemake.input.codes))

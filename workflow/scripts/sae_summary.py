@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from protsae.utils import atomic_path, setup_logging
+from protsae.files import atomic_path
+from protsae.logs import setup_logging
 
 log = setup_logging(snakemake.log[0])
 rows = []

@@ -2,8 +2,8 @@
 
 import pandas as pd
 
-from protsae.figures import plot_sae_sweep
-from protsae.utils import setup_logging
+from protsae.figures.sae import plot_sae_sweep
+from protsae.logs import setup_logging
 
 log = setup_logging(snakemake.log[0])
 table = pd.read_csv(snakemake.input[0], sep="\t")

@@ -3,8 +3,9 @@
 from pathlib import Path
 
 from protsae.models import model_alphabet
-from protsae.sequences import sample_fasta
-from protsae.utils import setup_logging, write_json
+from protsae.sequences.sampling import sample_fasta
+from protsae.files import write_json
+from protsae.logs import setup_logging
 
 log = setup_logging(snakemake.log[0])
 dataset = snakemake.params.dataset

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import torch
 
-from protsae.sae import SAEConfig
-from protsae.trainer import TrainConfig, train_sae
-from protsae.utils import setup_logging
+from protsae.sae.config import SAEConfig
+from protsae.sae.train import TrainConfig, train_sae
+from protsae.logs import setup_logging
 
 log = setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)

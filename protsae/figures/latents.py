@@ -1,0 +1,74 @@
+"""The latent figures (paper Figs 3c, 3d, 7a, 7b): activation-pattern mix and family-specific
+latents per SAE of a sweep.
+"""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.ticker import MaxNLocator
+
+from protsae.figures.style import SWEEP_AXES, categorical_axis, save
+
+# Table 2's classes in the order the stacked bars show them, with the two "no verdict" classes last.
+PATTERN_CLASSES = {  # class: (legend label, colour)
+    "point": ("point", "#1f77b4"),
+    "periodic": ("periodic", "#9467bd"),
+    "motif_short": ("motif, short (<20)", "#2ca02c"),
+    "motif_medium": ("motif, medium (20-50)", "#98df8a"),
+    "motif_long": ("motif, long (50-300)", "#bcbd22"),
+    "whole": ("whole protein", "#ff7f0e"),
+    "other": ("other", "#8c564b"),
+    "not_enough_data": ("not enough data", "#c7c7c7"),
+    "dead": ("dead on test set", "#7f7f7f"),
+}
+
+
+def _pattern_bars(ax, rows: pd.DataFrame, x: str) -> None:
+    """Stacked bars: share of each SAE's latents in each pattern class (columns ``pattern_<class>``)."""
+    categorical_axis(ax, rows, x)
+    counts = rows[[f"pattern_{name}" for name in PATTERN_CLASSES]].to_numpy(dtype=float)
+    shares = counts / counts.sum(axis=1, keepdims=True)
+    bottom = np.zeros(len(rows))
+    for column, (name, (label, colour)) in enumerate(PATTERN_CLASSES.items()):
+        ax.bar(range(len(rows)), shares[:, column], bottom=bottom, color=colour, label=label, width=0.7)
+        bottom += shares[:, column]
+    ax.set_ylabel("share of latents")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+
+
+def _family_bars(ax, rows: pd.DataFrame, x: str, f1_cutoff: float, types_label: str) -> None:
+    """Bars: family-specific latents per SAE, annotated with their share of all latents."""
+    categorical_axis(ax, rows, x)
+    bars = ax.bar(range(len(rows)), rows["n_family_specific"], color="#1f77b4", width=0.7)
+    for bar, count, total in zip(bars, rows["n_family_specific"], rows["n_latents"]):
+        ax.annotate(f"{100 * count / total:.1f}%", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    ha="center", va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
+    ax.set_ylabel(f"family-specific latents\n(test F1 > {f1_cutoff}, {types_label})")
+    ax.set_ylim(0, max(1, rows["n_family_specific"].max()) * 1.18)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(axis="y", alpha=0.3)
+
+
+def plot_latent_figure(rows: pd.DataFrame, kinds: list[str], x: str, path: str | os.PathLike, title: str,
+                       f1_cutoff: float = 0.7, types_label: str = "InterPro Family") -> None:
+    """One latent figure: per SAE of a sweep (one row each, sorted by ``x``), the family-specific
+    latent count (``"family"``) and/or the pattern-class mix (``"patterns"``), side by side."""
+    if rows.empty:
+        raise ValueError("no SAEs to plot")
+    rows = rows.sort_values(x).reset_index(drop=True)
+    fig, axes = plt.subplots(1, len(kinds), figsize=(4.6 * len(kinds) + (2.2 if "patterns" in kinds else 0), 3.8),
+                             squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        if kind == "family":
+            _family_bars(ax, rows, x, f1_cutoff, types_label)
+        else:
+            _pattern_bars(ax, rows, x)
+    fixed = [f"{d} = {rows[d].iloc[0]}" for d in SWEEP_AXES if d != x and rows[d].nunique() == 1]
+    fig.suptitle(f"{title} ({', '.join(fixed)})" if fixed else title, fontsize=11)
+    save(fig, path)
+

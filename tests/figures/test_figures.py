@@ -1,0 +1,67 @@
+"""Figures: SAE sweeps from the summary table of the sweep they name; latent figures from per-SAE rows."""
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from protsae.figures.latents import PATTERN_CLASSES, plot_latent_figure
+from protsae.figures.sae import plot_sae_sweep, sweep_rows
+
+
+def summary_table():
+    rows = []
+    for layer in (1, 2, 3):
+        rows.append(dict(layer=layer, variant="topk", k=32, width=2048, heldout_fvu=0.2 / layer,
+                         dead_share=0.0, delta_ce=0.1 * layer, loss_recovered=0.9))
+    for k in (16, 64):
+        rows.append(dict(layer=3, variant="topk", k=k, width=2048, heldout_fvu=0.5 / k, dead_share=0.01,
+                         delta_ce=0.05, loss_recovered=0.95))
+    return pd.DataFrame(rows)
+
+
+def test_sweep_rows_select_the_grid():
+    table = summary_table()
+    assert len(sweep_rows(table, {"layers": [1, 2, 3], "k": [32], "width": [2048]})) == 3
+    assert sorted(sweep_rows(table, {"layers": [3], "k": [16, 32, 64], "width": [2048]})["k"]) == [16, 32, 64]
+    assert sweep_rows(table, {"layers": [3], "k": [32], "width": [2048], "variant": "relu_l1"}).empty
+
+
+def test_plot_writes_a_png(tmp_path):
+    path = tmp_path / "k.png"
+    plot_sae_sweep(summary_table(), {"name": "k", "layers": [3], "k": [16, 32, 64], "width": [2048]}, path, "demo")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 20_000
+
+
+def test_empty_sweep_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="no SAEs of sweep 'x'"):
+        plot_sae_sweep(summary_table(), {"name": "x", "layers": [9], "k": [1], "width": [1]}, tmp_path / "x.png", "t")
+
+
+def latent_rows():
+    rows = []
+    for layer in (1, 2, 3, 4):
+        counts = {f"pattern_{name}": 0 for name in PATTERN_CLASSES}
+        counts |= {"pattern_point": 100 * layer, "pattern_motif_short": 50, "pattern_dead": 10}
+        rows.append(dict(layer=layer, variant="topk", k=32, width=2048, n_latents=2048,
+                         n_family_specific=3 * layer, **counts))
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("kinds", [["family"], ["patterns"], ["family", "patterns"]])
+def test_latent_figure_writes_a_png(tmp_path, kinds):
+    path = tmp_path / "fig.png"
+    plot_latent_figure(latent_rows().iloc[::-1], kinds, "layer", path, "demo: per layer")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 20_000
+
+
+def test_latent_figure_needs_rows(tmp_path):
+    with pytest.raises(ValueError, match="no SAEs"):
+        plot_latent_figure(latent_rows().iloc[:0], ["family"], "layer", tmp_path / "x.png", "t")
+
+
+def test_figures_load_without_torch():
+    """Figure jobs only plot tables; importing torch would cost each of them seconds."""
+    code = "import sys, protsae.figures; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

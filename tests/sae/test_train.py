@@ -1,0 +1,184 @@
+"""The training loop: the step of each variant, checkpoints, and resumption after an interruption."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_shard
+from safetensors.torch import load_file
+
+from protsae.sae import train as trainer
+from protsae.sae.config import SAEConfig
+from protsae.sae.train import (
+    CHECKPOINT_FILE,
+    TrainConfig,
+    make_optimizer,
+    train_sae,
+    training_step,
+)
+from protsae.sae.variants import make_sae
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write_data(tmp_path: Path, d_model: int = 16) -> list[Path]:
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(6000, d_model)) @ rng.normal(size=(d_model, d_model)) + 1.0).astype(np.float16)
+    paths = [tmp_path / "a.parquet", tmp_path / "b.parquet"]
+    write_shard(paths[0], [f"a{i}" for i in range(60)], [50] * 60, x[:3000])
+    write_shard(paths[1], [f"b{i}" for i in range(60)], [50] * 60, x[3000:])
+    return paths
+
+
+def configs(variant: str = "topk", **train_overrides) -> tuple[SAEConfig, TrainConfig]:
+    # Latents die after 8 silent steps, so the AuxK loss and the dead-latent counters take part.
+    sae_cfg = SAEConfig(
+        d_model=16, n_latents=64, k=4, variant=variant, dead_tokens_threshold=512, normalize_input=True,
+        matryoshka_prefixes=(0.25, 0.5, 1.0),
+    )
+    train = dict(
+        n_tokens=40 * 64, batch_size=64, lr=3e-3, holdout_fraction=0.1, eval_tokens=500, shuffle_buffer=512,
+        log_every=10, device="cpu", seed=3, checkpoint_every=7,
+    )
+    train.update(train_overrides)
+    return sae_cfg, TrainConfig(**train)
+
+
+def assert_same_run(run: Path, reference: Path) -> None:
+    got, expected = load_file(str(run / "sae.safetensors")), load_file(str(reference / "sae.safetensors"))
+    assert got.keys() == expected.keys()
+    for name in expected:
+        assert torch.equal(got[name], expected[name]), name
+    assert not (run / CHECKPOINT_FILE).exists()
+    assert {p.name for p in run.iterdir()} == {p.name for p in reference.iterdir()}
+    history = [(run / "history.csv").read_text().splitlines(), (reference / "history.csv").read_text().splitlines()]
+    # Identical but for the throughput column.
+    assert [line.rsplit(",", 1)[0] for line in history[0]] == [line.rsplit(",", 1)[0] for line in history[1]]
+
+
+@pytest.mark.parametrize(
+    "variant, autocast",
+    [("topk", "none"), ("topk", "bf16"), ("batchtopk", "none"), ("matryoshka", "none"), ("relu_l1", "none")],
+)
+def test_interrupted_runs_resume_to_identical_weights(tmp_path, variant, autocast, caplog):
+    shards = write_data(tmp_path)
+    sae_cfg, train_cfg = configs(variant, autocast=autocast)
+    metrics = train_sae(shards, sae_cfg, train_cfg, tmp_path / "full", progress=False)
+    assert not (tmp_path / "full" / CHECKPOINT_FILE).exists()
+
+    run = tmp_path / "interrupted"
+    assert train_sae(shards, sae_cfg, train_cfg, run, progress=False, stop_after_steps=17) is None
+    assert {p.name for p in run.iterdir()} == {CHECKPOINT_FILE}
+    assert torch.load(run / CHECKPOINT_FILE, weights_only=True)["step"] == 17
+    # A second interruption; the device may change between calls.
+    resumed_cfg = TrainConfig(**{**vars(train_cfg), "device": "auto", "log_every": 5})
+    assert train_sae(shards, sae_cfg, resumed_cfg, run, progress=False, stop_after_steps=10) is None
+    with caplog.at_level("INFO", logger="protsae.sae.train"):
+        resumed = train_sae(shards, sae_cfg, train_cfg, run, progress=False)
+    assert "resuming from" in caplog.text and "at step 27 of 40" in caplog.text
+    assert_same_run(run, tmp_path / "full")
+    assert {k: v for k, v in resumed.items() if "seconds" not in k and "per_s" not in k} == {
+        k: v for k, v in metrics.items() if "seconds" not in k and "per_s" not in k
+    }
+
+
+def test_a_crash_between_checkpoints_resumes_from_the_last_one(tmp_path, monkeypatch):
+    shards = write_data(tmp_path)
+    sae_cfg, train_cfg = configs()
+    train_sae(shards, sae_cfg, train_cfg, tmp_path / "full", progress=False)
+    calls = itertools.count(1)
+    original = trainer.training_step
+
+    def crash_at_step_24(*args, **kwargs):
+        if next(calls) == 24:
+            raise RuntimeError("killed")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "training_step", crash_at_step_24)
+    with pytest.raises(RuntimeError, match="killed"):
+        train_sae(shards, sae_cfg, train_cfg, tmp_path / "run", progress=False)
+    assert torch.load(tmp_path / "run" / CHECKPOINT_FILE, weights_only=True)["step"] == 21
+    monkeypatch.undo()
+    train_sae(shards, sae_cfg, train_cfg, tmp_path / "run", progress=False)
+    assert_same_run(tmp_path / "run", tmp_path / "full")
+
+
+KILLED_RUN = """
+import sys
+import torch
+torch.set_num_threads(1)
+sys.path[:0] = {tests!r}
+from test_train import configs
+from protsae.sae.train import train_sae
+sae_cfg, train_cfg = configs(n_tokens=200 * 64, checkpoint_every=3)
+train_sae({shards!r}, sae_cfg, train_cfg, {out!r}, progress=False)
+"""
+
+
+def test_a_killed_process_resumes_to_identical_weights(tmp_path):
+    shards = [str(p) for p in write_data(tmp_path)]
+    # The killed run checkpoints every 3 steps, its resumption and the reference every 7.
+    sae_cfg, train_cfg = configs(n_tokens=200 * 64)
+    run = tmp_path / "killed"
+    script = KILLED_RUN.format(tests=[str(REPO / "tests" / "sae"), str(REPO / "tests")], shards=shards, out=str(run))
+    process = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        deadline = time.monotonic() + 60
+        while not (run / CHECKPOINT_FILE).exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (run / "sae.safetensors").exists()
+    train_sae(shards, sae_cfg, train_cfg, run, progress=False)
+    train_sae(shards, sae_cfg, train_cfg, tmp_path / "full", progress=False)
+    assert_same_run(run, tmp_path / "full")
+
+
+def test_a_checkpoint_of_other_settings_is_refused(tmp_path):
+    shards = write_data(tmp_path)
+    sae_cfg, train_cfg = configs()
+    train_sae(shards, sae_cfg, train_cfg, tmp_path / "run", progress=False, stop_after_steps=5)
+    other = TrainConfig(**{**vars(train_cfg), "seed": 4})
+    with pytest.raises(ValueError, match=r"other settings \(train.seed\)"):
+        train_sae(shards, sae_cfg, other, tmp_path / "run", progress=False)
+
+
+@pytest.mark.parametrize("variant", ["topk", "batchtopk", "matryoshka", "relu_l1"])
+def test_training_step_keeps_the_decoder_constraint_of_its_variant(variant):
+    sae_cfg, train_cfg = configs(variant)
+    sae = make_sae(sae_cfg)
+    x = torch.randn(64, 16) + 2.0
+    sae.initialize(x)
+    optimizer = make_optimizer(sae, 1e-2, train_cfg)
+    before = {name: p.detach().clone() for name, p in sae.named_parameters()}
+    out, loss = training_step(sae, optimizer, x, dead_mask=torch.arange(64) % 2 == 0, autocast=True)
+    assert torch.isfinite(loss) and loss == out.loss.float() + sae_cfg.auxk_coef * out.auxk_loss.float()
+    assert all(not torch.equal(p, before[name]) for name, p in sae.named_parameters())
+    norms = sae.W_dec.detach().norm(dim=1)
+    if variant == "relu_l1":
+        assert not torch.allclose(norms, torch.ones(64))
+    else:
+        torch.testing.assert_close(norms, torch.ones(64))
+
+
+def test_a_write_killed_midway_leaves_no_temporary_behind(tmp_path):
+    """SIGKILL during a checkpoint write leaves atomic_path's temporary file; the rerun removes it."""
+    shards = write_data(tmp_path)
+    sae_cfg, train_cfg = configs()
+    run = tmp_path / "run"
+    train_sae(shards, sae_cfg, train_cfg, run, progress=False, stop_after_steps=7)
+    (run / ".checkpoint.pt.abc123.tmp").write_bytes(b"half a checkpoint")
+    train_sae(shards, sae_cfg, train_cfg, run, progress=False)
+    train_sae(shards, sae_cfg, train_cfg, tmp_path / "full", progress=False)
+    assert_same_run(run, tmp_path / "full")
