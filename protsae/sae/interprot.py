@@ -64,7 +64,7 @@ def load_interprot(path: str | os.PathLike, k: int | None = None, device: torch.
     for key, value in (("d_model", d_model), ("n_latents", n_latents)):
         if info.get(key) not in (None, value):
             raise ValueError(f"{path}: the name says {key}={info[key]}, the weights {value}")
-    cfg = SAEConfig(d_model=d_model, n_latents=n_latents, k=k, standardize_tokens=True)
+    cfg = SAEConfig(d_model=d_model, n_latents=n_latents, k=k, normalize_input=False, standardize_tokens=True)
     sae = TopKSAE(cfg, device=device)
     with torch.no_grad():
         sae.W_enc.copy_(state["w_enc"].t())
