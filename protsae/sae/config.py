@@ -1,11 +1,17 @@
-"""An SAE's architecture and sparsity (`SAEConfig`); the names and defaults the config schema
-repeats (a test keeps them in step).
+"""The settings of one SAE run: its architecture and sparsity (`SAEConfig`), how it is trained
+(`TrainConfig`), and both built from the pipeline config (`run_configs`).
+
+The keys of the config schema's ``sae.training`` and ``sae.variants.<variant>`` sections are the
+fields of these dataclasses, under the same names and with the same defaults (a test keeps them
+in step), so a setting reaches the code without a table of names in between.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any, Literal
 
 FORMAT_VERSION = 1
 
@@ -43,13 +49,13 @@ class SAEConfig:
     k_aux: int | None = None
     """Dead latents used by the AuxK loss; default ``d_model // 2`` (Gao et al.)."""
 
-    dead_tokens_threshold: int = 10_000_000
+    dead_tokens_threshold: int = 1_000_000
     """A latent is dead once it has not fired for this many training tokens."""
 
     auxk_coef: float = 1 / 32
     """Weight of the AuxK loss (TopK-type variants)."""
 
-    normalize_input: bool = False
+    normalize_input: bool = True
     """Scale inputs to unit mean squared norm with a scalar estimated at initialisation."""
 
     seed: int = 0
@@ -79,7 +85,7 @@ class SAEConfig:
 
     standardize_tokens: bool = False
     """Standardise each token over d_model before encoding (InterProt's SAEs), see the module
-    docstring; excludes ``normalize_input``."""
+    docstring of `protsae.sae.variants`; excludes ``normalize_input`` (so needs it False)."""
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
@@ -91,7 +97,7 @@ class SAEConfig:
         self.matryoshka_prefixes = tuple(float(f) for f in self.matryoshka_prefixes)
         if self.variant == "matryoshka":
             sizes = self.prefix_sizes
-            if sizes[-1] != self.n_latents or any(a >= b for a, b in zip(sizes, sizes[1:])) or sizes[0] < 1:
+            if sizes[-1] != self.n_latents or any(a >= b for a, b in itertools.pairwise(sizes)) or sizes[0] < 1:
                 raise ValueError(
                     f"matryoshka_prefixes {self.matryoshka_prefixes} must increase to 1 and give "
                     f"distinct non-empty prefixes of {self.n_latents} latents (sizes {sizes})"
@@ -121,3 +127,105 @@ class SAEConfig:
         """Latents in each Matryoshka prefix."""
         return [round(f * self.n_latents) for f in self.matryoshka_prefixes]
 
+
+
+@dataclass
+class TrainConfig:
+    """How one SAE is trained and evaluated."""
+
+    n_tokens: int = 2_000_000
+    """Training tokens in all; the run takes ``n_tokens // batch_size`` steps."""
+
+    batch_size: int = 4096
+    """Tokens per step."""
+
+    lr: float | None = None
+    """Peak learning rate; default `protsae.sae.train.default_lr` of the dictionary size."""
+
+    betas: tuple[float, float] = (0.9, 0.999)
+    """Adam's decay rates of the gradient's first and second moments (Gao et al.)."""
+
+    eps: float = 6.25e-10
+    """Adam's epsilon (Gao et al.)."""
+
+    warmup_fraction: float = 0.05
+    """Share of the steps over which the learning rate rises linearly from 0."""
+
+    decay_fraction: float = 0.2
+    """Share of the steps, at the end, over which it falls linearly to 0."""
+
+    grad_clip_norm: float = 1.0
+    """Gradient norm clipping; 0 disables it."""
+
+    log_every: int = 100
+    """Steps between log lines; the history gets a row at least as often."""
+
+    init_tokens: int = 4096
+    """Training tokens used to estimate ``b_pre`` (geometric median) and the input scale."""
+
+    holdout_fraction: float = 0.05
+    """Share of sequences held out for evaluation (chosen by hashing ``seq_id``)."""
+
+    holdout_seed: int = 0
+    """Seed of the held-out split; independent of ``seed`` so a seed sweep keeps the split."""
+
+    eval_tokens: int = 100_000
+    """Most held-out tokens evaluated."""
+
+    shuffle_buffer: int = 2**18
+    """Tokens in the shuffle buffer (memory: shuffle_buffer * d_model * 2 bytes for float16)."""
+
+    seed: int = 0
+    """Seed of the data order and of torch."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where to train; "auto" takes CUDA when available."""
+
+    autocast: Literal["none", "bf16"] = "bf16"
+    """bf16 autocast of the forward pass: the encoder matmul runs in bfloat16 (about 3x float32
+    on CPU); decoding, losses and the optimiser stay float32."""
+
+    checkpoint_every: int | None = None
+    """Steps between checkpoints; None: every 5% of the run; 0: only on time (below)."""
+
+    checkpoint_minutes: float | None = 30.0
+    """Also checkpoint when this many minutes have passed since the last one; None: never."""
+
+    def __post_init__(self):
+        self.betas = tuple(self.betas)
+        if self.n_tokens < self.batch_size:
+            raise ValueError(f"n_tokens={self.n_tokens} is less than one batch ({self.batch_size})")
+
+
+RESOURCE_KEYS = frozenset({"threads", "gpus", "mem_mb", "runtime"})
+"""Keys of ``sae.training`` that say what a job needs from the scheduler, not how it trains."""
+
+
+def run_configs(
+    training: Mapping[str, Any], variant_options: Mapping[str, Any], **sweep: Any
+) -> tuple[SAEConfig, TrainConfig]:
+    """`SAEConfig` and `TrainConfig` of one SAE from the config's ``sae.training`` section,
+    its ``sae.variants.<variant>`` section and the fields its sweep entry fixes (``d_model``,
+    ``n_latents``, ``k``, ``variant``).
+
+    Each key goes to the dataclass that has a field of its name, to both if both have one
+    (``seed``); resource keys are skipped. A key that is a field of neither raises, naming it.
+    """
+    sae_names = {f.name for f in fields(SAEConfig)}
+    train_names = {f.name for f in fields(TrainConfig)}
+    sae_kwargs, train_kwargs = dict(sweep), {}
+    seen = set(sweep)
+    for section, settings in (("sae.training", training), ("sae.variants", variant_options)):
+        for key, value in settings.items():
+            if section == "sae.training" and key in RESOURCE_KEYS:
+                continue
+            if key in seen:
+                raise ValueError(f"{section} key {key!r} is set twice (by the sweep or by sae.training too)")
+            if key not in sae_names and key not in train_names:
+                raise ValueError(f"{section} key {key!r} is neither an SAEConfig nor a TrainConfig field")
+            seen.add(key)
+            if key in sae_names:
+                sae_kwargs[key] = value
+            if key in train_names:
+                train_kwargs[key] = value
+    return SAEConfig(**sae_kwargs), TrainConfig(**train_kwargs)

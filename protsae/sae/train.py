@@ -22,16 +22,16 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Sequence
 
 import torch
 from tqdm.auto import tqdm
 
 from protsae.activations.stream import ActivationStream, read_heldout
 from protsae.files import atomic_path, remove_stale_temporaries, write_json
-from protsae.sae.config import SAEConfig
+from protsae.sae.config import SAEConfig, TrainConfig
 from protsae.sae.variants import ForwardOutput, TopKSAE, make_sae
 
 logger = logging.getLogger(__name__)
@@ -45,72 +45,6 @@ _RESUMABLE_CHANGES = {"device", "log_every", "checkpoint_every", "checkpoint_min
 def default_lr(n_latents: int) -> float:
     """Gao et al.'s learning-rate scaling with dictionary size: 2e-4 / sqrt(n_latents / 16384)."""
     return 2e-4 / math.sqrt(n_latents / 2**14)
-
-
-@dataclass
-class TrainConfig:
-    """How one SAE is trained and evaluated."""
-
-    n_tokens: int = 100_000_000
-    """Training tokens in all; the run takes ``n_tokens // batch_size`` steps."""
-
-    batch_size: int = 4096
-    """Tokens per step."""
-
-    lr: float | None = None
-    """Peak learning rate; default `default_lr` of the dictionary size."""
-
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 6.25e-10
-    """Adam settings (Gao et al.)."""
-
-    warmup_fraction: float = 0.05
-    """Share of the steps over which the learning rate rises linearly from 0."""
-
-    decay_fraction: float = 0.2
-    """Share of the steps, at the end, over which it falls linearly to 0."""
-
-    grad_clip_norm: float = 1.0
-    """Gradient norm clipping; 0 disables it."""
-
-    log_every: int = 100
-    """Steps between log lines and history rows."""
-
-    init_tokens: int = 4096
-    """Training tokens used to estimate ``b_pre`` (geometric median) and the input scale."""
-
-    holdout_fraction: float = 0.01
-    """Share of sequences held out for evaluation (chosen by hashing ``seq_id``)."""
-
-    holdout_seed: int = 0
-    """Seed of the held-out split; independent of ``seed`` so a seed sweep keeps the split."""
-
-    eval_tokens: int = 100_000
-    """Most held-out tokens evaluated."""
-
-    shuffle_buffer: int = 2**17
-    """Tokens in the shuffle buffer (memory: shuffle_buffer * d_model * 2 bytes for float16)."""
-
-    seed: int = 0
-    """Seed of the data order and of torch."""
-
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    """Where to train; "auto" takes CUDA when available."""
-
-    autocast: Literal["none", "bf16"] = "none"
-    """bf16 autocast of the forward pass: the encoder matmul runs in bfloat16 (about 3x float32
-    on CPU); decoding, losses and the optimiser stay float32."""
-
-    checkpoint_every: int | None = None
-    """Steps between checkpoints; None: every 5% of the run; 0: only on time (below)."""
-
-    checkpoint_minutes: float | None = 30.0
-    """Also checkpoint when this many minutes have passed since the last one; None: never."""
-
-    def __post_init__(self):
-        self.betas = tuple(self.betas)
-        if self.n_tokens < self.batch_size:
-            raise ValueError(f"n_tokens={self.n_tokens} is less than one batch ({self.batch_size})")
 
 
 def _device(name: str) -> torch.device:

@@ -45,10 +45,10 @@ def configs(variant: str = "topk", **train_overrides) -> tuple[SAEConfig, TrainC
         d_model=16, n_latents=64, k=4, variant=variant, dead_tokens_threshold=512, normalize_input=True,
         matryoshka_prefixes=(0.25, 0.5, 1.0),
     )
-    train = dict(
-        n_tokens=40 * 64, batch_size=64, lr=3e-3, holdout_fraction=0.1, eval_tokens=500, shuffle_buffer=512,
-        log_every=10, device="cpu", seed=3, checkpoint_every=7,
-    )
+    train = {
+        "n_tokens": 40 * 64, "batch_size": 64, "lr": 3e-3, "holdout_fraction": 0.1, "eval_tokens": 500,
+        "shuffle_buffer": 512, "log_every": 10, "device": "cpu", "seed": 3, "checkpoint_every": 7, "autocast": "none",
+    }
     train.update(train_overrides)
     return sae_cfg, TrainConfig(**train)
 
