@@ -8,10 +8,16 @@ whatever the activation norm of the layer; the plain MSE is logged beside it. Ea
 clip the gradient norm, Adam step, renormalise the decoder rows (the last two steps only where
 the variant keeps unit-norm decoder rows).
 
-A run checkpoints itself (``checkpoint.pt`` in the output directory, written atomically) and
-resumes from it when started again; the data stream is deterministic for a seed and resumes by
-fast-forwarding (`ActivationStream.batches`), so an interrupted and resumed run ends with the same
-weights as an uninterrupted one on CPU.
+`train_sae` runs in four parts: `_start` resumes the run from its checkpoint or initialises it,
+`_train_steps` is the step loop, `_save_checkpoint` and `_load_checkpoint` write and check the
+checkpoint, and `_finish` evaluates the SAE and writes the outputs. A run checkpoints itself
+(``checkpoint.pt`` in the output directory, written atomically) and resumes from it when started
+again; the data stream is deterministic for a seed and resumes by fast-forwarding
+(`ActivationStream.batches`), so an interrupted and resumed run ends with the same weights as an
+uninterrupted one on CPU.
+
+Of the loop's own work, only the rows of the history wait on the device, and, rarely, the
+question whether any latent is dead (`DeadLatents`); the dead-latent counters stay on the device.
 """
 
 from __future__ import annotations
@@ -22,9 +28,9 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -139,11 +145,10 @@ def evaluate(sae: TopKSAE, tokens: torch.Tensor, batch_size: int = 4096) -> dict
 
 
 def _write_history(path: Path, history: list[dict]) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(history[0]))
-            writer.writeheader()
-            writer.writerows(history)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
 
 
 def _plot_history(path: Path, history: list[dict], title: str | None) -> None:
@@ -168,18 +173,100 @@ def _plot_history(path: Path, history: list[dict], title: str | None) -> None:
         fig.savefig(tmp, format="png", dpi=120)
 
 
+class DeadLatents:
+    """Tokens since each latent last fired, and the dead mask that turns the AuxK loss on.
+
+    A latent is dead once it has not fired for ``threshold`` tokens. Whether any is dead decides
+    whether the step gets a mask, and reading that costs a device-to-host sync, so it is read
+    only now and then (`mask`). The count of the longest-silent latent grows by at most one batch
+    per step: a read that finds none dead proves none can be for the next ``ceil((threshold -
+    longest) / batch_size)`` steps, which then get no mask without computing one. A read that
+    finds some dead passes the mask every step until the next read, ``recheck_every`` steps on.
+    Should the dead latents all fire meanwhile, the steps get an empty mask instead of none,
+    which trains to the same bits (`test_an_empty_dead_mask_trains_like_none`): the AuxK loss is
+    then exactly 0 and its gradients zeros.
+    """
+
+    def __init__(self, n_latents: int, threshold: int, batch_size: int, recheck_every: int, device: torch.device):
+        self.tokens_since_fired = torch.zeros(n_latents, dtype=torch.int64, device=device)
+        """``(n_latents,)`` int64: training tokens since each latent last fired."""
+        self.threshold = threshold
+        self.batch_size = batch_size
+        self.recheck_every = recheck_every
+        self._next_read = 0
+        self._some_dead = False
+
+    def mask(self, step: int) -> torch.Tensor | None:
+        """``(n_latents,)`` bool marking the dead latents before step ``step`` (steps in
+        increasing order), or None where none can be dead."""
+        if step >= self._next_read:
+            self._read(step)
+        return self.tokens_since_fired >= self.threshold if self._some_dead else None
+
+    def _read(self, step: int) -> None:
+        """The host sync: whether any latent is dead before ``step``, and when to read next."""
+        longest_silence = int(self.tokens_since_fired.max())
+        self._some_dead = longest_silence >= self.threshold
+        self._next_read = step + (
+            self.recheck_every if self._some_dead
+            else math.ceil((self.threshold - longest_silence) / self.batch_size)
+        )
+
+    def update(self, n_tokens: int, fired: torch.Tensor) -> None:
+        """Count a step of ``n_tokens`` (at most ``batch_size``) in which ``fired`` ``(n_latents,)``
+        bool fired."""
+        self.tokens_since_fired += n_tokens
+        self.tokens_since_fired.masked_fill_(fired, 0)
+
+    def share(self) -> float:
+        """Share of the latents dead now."""
+        return float((self.tokens_since_fired >= self.threshold).float().mean())
+
+
+@dataclass
+class _Run:
+    """What a training run carries from step to step, and its checkpoint saves."""
+
+    sae: TopKSAE
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    dead: DeadLatents
+    step: int = 0
+    """Steps done (= batches of the stream consumed)."""
+    tokens_seen: int = 0
+    history: list[dict] = field(default_factory=list)
+    train_seconds: float = 0.0
+    """Time spent in the step loop, by every call that worked on this run."""
+
+
 def _run_identity(shard_paths: list[str], sae_config: SAEConfig, cfg: TrainConfig) -> dict:
     """What a checkpoint must agree on to be resumed by this run."""
     train = {key: value for key, value in asdict(cfg).items() if key not in _RESUMABLE_CHANGES}
     return {"sae": asdict(sae_config), "train": train, "shard_paths": shard_paths}
 
 
-def _save_checkpoint(path: Path, state: dict) -> None:
+def _save_checkpoint(path: Path, identity: dict, run: _Run, train_seconds: float) -> None:
+    """Write ``run``'s state, with the torch RNG and ``identity``, atomically to ``path``."""
+    state = {
+        "version": CHECKPOINT_VERSION,
+        "identity": identity,
+        "step": run.step,
+        "tokens_seen": run.tokens_seen,
+        "sae": run.sae.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "tokens_since_fired": run.dead.tokens_since_fired,
+        "torch_rng": torch.get_rng_state(),
+        "history": run.history,
+        "train_seconds": train_seconds,
+    }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
 
-def _load_checkpoint(path: Path, identity: dict) -> dict:
+def _load_checkpoint(path: Path, identity: dict, run: _Run) -> None:
+    """Restore ``run`` and the torch RNG from ``path``, refusing a checkpoint whose identity
+    differs from ``identity`` (naming the settings that differ)."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     if state.get("version") != CHECKPOINT_VERSION:
         raise ValueError(f"{path}: checkpoint version {state.get('version')}, this code reads {CHECKPOINT_VERSION}")
@@ -193,7 +280,180 @@ def _load_checkpoint(path: Path, identity: dict) -> dict:
             f"{path} was written by a run with other settings ({', '.join(differences)}); "
             "delete it to train from scratch"
         )
-    return state
+    run.sae.load_state_dict(state["sae"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.dead.tokens_since_fired.copy_(state["tokens_since_fired"])
+    torch.set_rng_state(state["torch_rng"])
+    run.step, run.tokens_seen = state["step"], state["tokens_seen"]
+    run.history, run.train_seconds = state["history"], state["train_seconds"]
+
+
+def _start(
+    stream: ActivationStream,
+    sae_config: SAEConfig,
+    cfg: TrainConfig,
+    lr: float,
+    n_steps: int,
+    device: torch.device,
+    checkpoint_path: Path,
+    identity: dict,
+) -> tuple[_Run, Iterator[torch.Tensor]]:
+    """The run to go on with, resumed from ``checkpoint_path`` if there is one and else freshly
+    initialised on the stream's first batches, and the stream's batches from its next step on."""
+    sae = make_sae(sae_config, device=device)
+    optimizer = make_optimizer(sae, lr, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: _lr_factor(step, n_steps, cfg.warmup_fraction, cfg.decay_fraction)
+    )
+    dead = DeadLatents(sae_config.n_latents, sae_config.dead_tokens_threshold, cfg.batch_size, cfg.log_every, device)
+    run = _Run(sae, optimizer, scheduler, dead)
+    # A killed run may have died while writing a checkpoint; its last complete one still counts.
+    for stale in remove_stale_temporaries(checkpoint_path.parent) if checkpoint_path.parent.is_dir() else []:
+        logger.info("removed %s, left by an interrupted write", stale)
+    if checkpoint_path.exists():
+        _load_checkpoint(checkpoint_path, identity, run)
+        logger.info(
+            "resuming from %s at step %d of %d (%d tokens seen)", checkpoint_path, run.step, n_steps, run.tokens_seen
+        )
+        # The stream is deterministic: skip the batches the interrupted run consumed.
+        return run, stream.batches(start=run.step)
+    batches = stream.batches()
+    # The initialisation batches are trained on too; they are ordinary batches of the stream.
+    init_batches = list(itertools.islice(batches, math.ceil(cfg.init_tokens / cfg.batch_size)))
+    sae.initialize(torch.cat(init_batches).to(device).float())
+    return run, itertools.chain(init_batches, batches)
+
+
+def _train_steps(
+    run: _Run,
+    batches: Iterator[torch.Tensor],
+    cfg: TrainConfig,
+    n_steps: int,
+    checkpoint_path: Path,
+    identity: dict,
+    progress: bool,
+    stop_after_steps: int | None,
+) -> bool:
+    """Train ``run`` from its step to the last one, recording history rows and checkpointing as
+    ``cfg`` says; True when the run is complete, False when it stopped after
+    ``stop_after_steps`` steps (with a checkpoint)."""
+    device = run.sae.device
+    use_bf16 = cfg.autocast == "bf16"
+    first_step = run.step
+    checkpoint_every = cfg.checkpoint_every if cfg.checkpoint_every is not None else max(1, n_steps // 20)
+    checkpoint_seconds = 60.0 * cfg.checkpoint_minutes if cfg.checkpoint_minutes is not None else math.inf
+    start_time = last_log_time = last_checkpoint_time = time.perf_counter()
+    last_log_tokens = run.tokens_seen
+    # About 200 points on the loss curve, whatever the run length.
+    record_every = max(1, min(cfg.log_every, n_steps // 200))
+    bar = tqdm(total=n_steps, initial=first_step, unit="step", disable=not progress, desc="SAE", mininterval=2.0)
+    for step in range(first_step, n_steps):
+        x = next(batches).to(device, non_blocking=True).float()
+        dead_mask = run.dead.mask(step)
+        out, loss = training_step(
+            run.sae, run.optimizer, x, dead_mask, autocast=use_bf16, grad_clip_norm=cfg.grad_clip_norm
+        )
+        run.scheduler.step()
+        run.tokens_seen += len(x)
+        run.dead.update(len(x), out.fired)
+        run.step = step + 1
+
+        last_step = run.step == n_steps
+        logging_step = run.step % cfg.log_every == 0 or last_step
+        if run.step % record_every == 0 or logging_step:
+            now = time.perf_counter()
+            row = {
+                "step": run.step,
+                "tokens": run.tokens_seen,
+                "lr": run.scheduler.get_last_lr()[0],
+                "loss": loss.item(),
+                "mse": out.mse.item(),
+                "fvu": out.fvu.item(),
+                "l0": out.l0.item(),
+                "dead_share": dead_mask.float().mean().item() if dead_mask is not None else 0.0,
+                "auxk_loss": out.auxk_loss.item(),
+                "tokens_per_s": (run.tokens_seen - last_log_tokens) / max(now - last_log_time, 1e-9),
+            }
+            run.history.append(row)
+            last_log_time, last_log_tokens = now, run.tokens_seen
+        if logging_step:
+            logger.info(
+                "tokens %d (%.0f/s): loss %.4g mse %.4g fvu %.4f L0 %.1f dead %.3f auxk %.4f",
+                row["tokens"], row["tokens_per_s"], row["loss"], row["mse"], row["fvu"], row["l0"],
+                row["dead_share"], row["auxk_loss"],
+            )
+            bar.set_postfix(fvu=f"{row['fvu']:.4f}", dead=f"{row['dead_share']:.3f}")
+        bar.update(1)
+
+        stopping = stop_after_steps is not None and run.step - first_step >= stop_after_steps
+        due = (checkpoint_every > 0 and run.step % checkpoint_every == 0) or (
+            time.perf_counter() - last_checkpoint_time >= checkpoint_seconds
+        )
+        if not last_step and (stopping or due):
+            _save_checkpoint(checkpoint_path, identity, run, run.train_seconds + time.perf_counter() - start_time)
+            last_checkpoint_time = time.perf_counter()
+            if stopping:
+                bar.close()
+                logger.info("stopping after step %d of %d; %s resumes the run", run.step, n_steps, checkpoint_path)
+                return False
+    bar.close()
+    run.train_seconds += time.perf_counter() - start_time
+    return True
+
+
+def _finish(
+    run: _Run,
+    shard_paths: list[str],
+    cfg: TrainConfig,
+    lr: float,
+    device: torch.device,
+    out_dir: Path,
+    title: str | None,
+) -> dict:
+    """Evaluate the trained SAE on the held-out tokens, write it and its metrics, history and
+    loss curve to ``out_dir``, delete the checkpoint; returns the metrics."""
+    sae, sae_config = run.sae, run.sae.cfg
+    if not sae.unit_norm_decoder:
+        # An exact reparametrisation, so that saved latents are on the scale of unit-norm rows.
+        sae.fold_decoder_norms()
+    # Held-out tokens stay in their stored precision until evaluated, batch by batch.
+    heldout = read_heldout(shard_paths, cfg.holdout_fraction, cfg.holdout_seed, cfg.eval_tokens, dtype=None)
+    if len(heldout) == 0:
+        logger.warning("no held-out tokens (holdout_fraction=%s): evaluation skipped", cfg.holdout_fraction)
+        heldout_metrics = dict.fromkeys(["mse", "fvu", "fvu_stored", "l0", "never_fired_share"], None) | {"n_tokens": 0}
+    else:
+        heldout_metrics = evaluate(sae, heldout, cfg.batch_size)
+    dead_share = run.dead.share()
+    metrics = {
+        "heldout_mse": heldout_metrics["mse"],
+        "heldout_fvu": heldout_metrics["fvu"],
+        "heldout_fvu_stored": heldout_metrics["fvu_stored"],
+        "heldout_l0": heldout_metrics["l0"],
+        "heldout_never_fired_share": heldout_metrics["never_fired_share"],
+        "heldout_tokens": heldout_metrics["n_tokens"],
+        "dead_share": dead_share,
+        "dead_tokens_threshold": sae_config.dead_tokens_threshold,
+        "train_final_fvu": run.history[-1]["fvu"],
+        "tokens_seen": run.tokens_seen,
+        "steps": run.step,
+        "train_seconds": run.train_seconds,
+        "tokens_per_s": run.tokens_seen / run.train_seconds,
+    }
+    logger.info("held-out: %s; dead share %.3f", heldout_metrics, dead_share)
+
+    sae.save(
+        out_dir,
+        extra_config={
+            "train": {**asdict(cfg), "lr": lr, "device": str(device)},
+            "data": {"shard_paths": shard_paths, "tokens_seen": run.tokens_seen},
+        },
+    )
+    write_json(out_dir / "metrics.json", metrics)
+    _write_history(out_dir / "history.csv", run.history)
+    _plot_history(out_dir / "loss_curve.png", run.history, title)
+    (out_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
+    return metrics
 
 
 def train_sae(
@@ -222,7 +482,6 @@ def train_sae(
     cfg = train_config
     device = _device(cfg.device)
     torch.manual_seed(cfg.seed)
-
     stream = ActivationStream(
         shard_paths,
         cfg.batch_size,
@@ -235,163 +494,17 @@ def train_sae(
     )
     if stream.d_model != sae_config.d_model:
         raise ValueError(f"shards have d_model={stream.d_model}, SAE config says {sae_config.d_model}")
-
-    sae = make_sae(sae_config, device=device)
     lr = cfg.lr if cfg.lr is not None else default_lr(sae_config.n_latents)
-    optimizer = make_optimizer(sae, lr, cfg)
     n_steps = cfg.n_tokens // cfg.batch_size
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: _lr_factor(step, n_steps, cfg.warmup_fraction, cfg.decay_fraction)
-    )
-    use_bf16 = cfg.autocast == "bf16"
-    tokens_since_fired = torch.zeros(sae_config.n_latents, dtype=torch.int64, device=device)
-    history: list[dict] = []
-    tokens_seen = 0
-    first_step = 0
-    train_seconds_before = 0.0
-
     checkpoint_path = out_dir / CHECKPOINT_FILE
     identity = _run_identity(shard_paths, sae_config, cfg)
-    # A killed run may have died while writing a checkpoint; its last complete one still counts.
-    for stale in remove_stale_temporaries(out_dir) if out_dir.is_dir() else []:
-        logger.info("removed %s, left by an interrupted write", stale)
-    if checkpoint_path.exists():
-        state = _load_checkpoint(checkpoint_path, identity)
-        sae.load_state_dict(state["sae"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        tokens_since_fired.copy_(state["tokens_since_fired"])
-        torch.set_rng_state(state["torch_rng"])
-        history, tokens_seen, first_step = state["history"], state["tokens_seen"], state["step"]
-        train_seconds_before = state["train_seconds"]
-        # The stream is deterministic: skip the batches the interrupted run consumed.
-        batches = stream.batches(start=first_step)
-        logger.info(
-            "resuming from %s at step %d of %d (%d tokens seen)", checkpoint_path, first_step, n_steps, tokens_seen
-        )
-    else:
-        batches = stream.batches()
-        # The initialisation batches are trained on too; they are ordinary batches of the stream.
-        init_batches = list(itertools.islice(batches, math.ceil(cfg.init_tokens / cfg.batch_size)))
-        sae.initialize(torch.cat(init_batches).to(device).float())
-        batches = itertools.chain(init_batches, batches)
 
-    checkpoint_every = cfg.checkpoint_every if cfg.checkpoint_every is not None else max(1, n_steps // 20)
-    checkpoint_seconds = 60.0 * cfg.checkpoint_minutes if cfg.checkpoint_minutes is not None else math.inf
-
+    run, batches = _start(stream, sae_config, cfg, lr, n_steps, device, checkpoint_path, identity)
     logger.info(
         "training %s %s latents, k=%d, d_model=%d on %d shards: %d steps of %d tokens, lr %.3g, device %s",
         sae_config.variant, sae_config.n_latents, sae_config.k, sae_config.d_model, len(shard_paths), n_steps,
         cfg.batch_size, lr, device,
     )
-    start_time = last_log_time = last_checkpoint_time = time.perf_counter()
-    last_log_tokens = tokens_seen
-    # About 200 points on the loss curve, whatever the run length.
-    record_every = max(1, min(cfg.log_every, n_steps // 200))
-    bar = tqdm(total=n_steps, initial=first_step, unit="step", disable=not progress, desc="SAE", mininterval=2.0)
-    for step in range(first_step, n_steps):
-        x = next(batches).to(device, non_blocking=True).float()
-        dead_mask = tokens_since_fired >= sae_config.dead_tokens_threshold
-        any_dead = bool(dead_mask.any())
-        out, loss = training_step(
-            sae, optimizer, x, dead_mask if any_dead else None, autocast=use_bf16, grad_clip_norm=cfg.grad_clip_norm
-        )
-        scheduler.step()
-
-        tokens_seen += len(x)
-        tokens_since_fired += len(x)
-        tokens_since_fired[out.fired] = 0
-
-        last_step = step + 1 == n_steps
-        logging_step = (step + 1) % cfg.log_every == 0 or last_step
-        if (step + 1) % record_every == 0 or logging_step:
-            now = time.perf_counter()
-            row = {
-                "step": step + 1,
-                "tokens": tokens_seen,
-                "lr": scheduler.get_last_lr()[0],
-                "loss": loss.item(),
-                "mse": out.mse.item(),
-                "fvu": out.fvu.item(),
-                "l0": out.l0.item(),
-                "dead_share": dead_mask.float().mean().item(),
-                "auxk_loss": out.auxk_loss.item(),
-                "tokens_per_s": (tokens_seen - last_log_tokens) / max(now - last_log_time, 1e-9),
-            }
-            history.append(row)
-            last_log_time, last_log_tokens = now, tokens_seen
-        if logging_step:
-            logger.info(
-                "tokens %d (%.0f/s): loss %.4g mse %.4g fvu %.4f L0 %.1f dead %.3f auxk %.4f",
-                row["tokens"], row["tokens_per_s"], row["loss"], row["mse"], row["fvu"], row["l0"],
-                row["dead_share"], row["auxk_loss"],
-            )
-            bar.set_postfix(fvu=f"{row['fvu']:.4f}", dead=f"{row['dead_share']:.3f}")
-        bar.update(1)
-
-        stopping = stop_after_steps is not None and step + 1 - first_step >= stop_after_steps
-        due = (checkpoint_every > 0 and (step + 1) % checkpoint_every == 0) or (
-            time.perf_counter() - last_checkpoint_time >= checkpoint_seconds
-        )
-        if not last_step and (stopping or due):
-            _save_checkpoint(checkpoint_path, {
-                "version": CHECKPOINT_VERSION,
-                "identity": identity,
-                "step": step + 1,
-                "tokens_seen": tokens_seen,
-                "sae": sae.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "tokens_since_fired": tokens_since_fired,
-                "torch_rng": torch.get_rng_state(),
-                "history": history,
-                "train_seconds": train_seconds_before + time.perf_counter() - start_time,
-            })
-            last_checkpoint_time = time.perf_counter()
-            if stopping:
-                bar.close()
-                logger.info("stopping after step %d of %d; %s resumes the run", step + 1, n_steps, checkpoint_path)
-                return None
-    bar.close()
-    train_seconds = train_seconds_before + time.perf_counter() - start_time
-
-    if not sae.unit_norm_decoder:
-        # An exact reparametrisation, so that saved latents are on the scale of unit-norm rows.
-        sae.fold_decoder_norms()
-    # Held-out tokens stay in their stored precision until evaluated, batch by batch.
-    heldout = read_heldout(shard_paths, cfg.holdout_fraction, cfg.holdout_seed, cfg.eval_tokens, dtype=None)
-    if len(heldout) == 0:
-        logger.warning("no held-out tokens (holdout_fraction=%s): evaluation skipped", cfg.holdout_fraction)
-        heldout_metrics = dict.fromkeys(["mse", "fvu", "fvu_stored", "l0", "never_fired_share"], None) | {"n_tokens": 0}
-    else:
-        heldout_metrics = evaluate(sae, heldout, cfg.batch_size)
-    dead_share = float((tokens_since_fired >= sae_config.dead_tokens_threshold).float().mean())
-    metrics = {
-        "heldout_mse": heldout_metrics["mse"],
-        "heldout_fvu": heldout_metrics["fvu"],
-        "heldout_fvu_stored": heldout_metrics["fvu_stored"],
-        "heldout_l0": heldout_metrics["l0"],
-        "heldout_never_fired_share": heldout_metrics["never_fired_share"],
-        "heldout_tokens": heldout_metrics["n_tokens"],
-        "dead_share": dead_share,
-        "dead_tokens_threshold": sae_config.dead_tokens_threshold,
-        "train_final_fvu": history[-1]["fvu"],
-        "tokens_seen": tokens_seen,
-        "steps": n_steps,
-        "train_seconds": train_seconds,
-        "tokens_per_s": tokens_seen / train_seconds,
-    }
-    logger.info("held-out: %s; dead share %.3f", heldout_metrics, dead_share)
-
-    sae.save(
-        out_dir,
-        extra_config={
-            "train": {**asdict(cfg), "lr": lr, "device": str(device)},
-            "data": {"shard_paths": shard_paths, "tokens_seen": tokens_seen},
-        },
-    )
-    write_json(out_dir / "metrics.json", metrics)
-    _write_history(out_dir / "history.csv", history)
-    _plot_history(out_dir / "loss_curve.png", history, title)
-    checkpoint_path.unlink(missing_ok=True)
-    return metrics
+    if not _train_steps(run, batches, cfg, n_steps, checkpoint_path, identity, progress, stop_after_steps):
+        return None
+    return _finish(run, shard_paths, cfg, lr, device, out_dir, title)

@@ -20,6 +20,7 @@ from protsae.sae import train as trainer
 from protsae.sae.config import SAEConfig
 from protsae.sae.train import (
     CHECKPOINT_FILE,
+    DeadLatents,
     TrainConfig,
     make_optimizer,
     train_sae,
@@ -182,3 +183,59 @@ def test_a_write_killed_midway_leaves_no_temporary_behind(tmp_path):
     train_sae(shards, sae_cfg, train_cfg, run, progress=False)
     train_sae(shards, sae_cfg, train_cfg, tmp_path / "full", progress=False)
     assert_same_run(run, tmp_path / "full")
+
+
+@pytest.mark.parametrize("variant", ["topk", "batchtopk", "matryoshka", "relu_l1"])
+@pytest.mark.parametrize("autocast", [False, True])
+def test_an_empty_dead_mask_trains_like_none(variant, autocast):
+    """What lets `DeadLatents` pass a mask for a while after the dead latents have fired."""
+    sae_cfg, train_cfg = configs(variant)
+    x = torch.randn(5, 64, 16, generator=torch.Generator().manual_seed(0)) + 2.0
+    saes = [make_sae(sae_cfg), make_sae(sae_cfg)]
+    optimizers = []
+    for sae in saes:
+        sae.initialize(x[0])
+        optimizers.append(make_optimizer(sae, 1e-2, train_cfg))
+    no_dead = torch.zeros(64, dtype=torch.bool)
+    for batch in x:
+        outs = [
+            training_step(sae, optimizer, batch, dead_mask, autocast=autocast)
+            for sae, optimizer, dead_mask in zip(saes, optimizers, [None, no_dead])
+        ]
+        assert torch.equal(outs[0][1], outs[1][1])
+    for (name, got), expected in zip(saes[1].state_dict().items(), saes[0].state_dict().values()):
+        assert torch.equal(got, expected), name
+
+
+def test_dead_latents_masks_every_step_with_a_dead_latent_and_reads_rarely(monkeypatch):
+    reads = []
+    original = DeadLatents._read
+    monkeypatch.setattr(DeadLatents, "_read", lambda self, step: (reads.append(step), original(self, step)))
+    dead = DeadLatents(n_latents=32, threshold=1000, batch_size=64, recheck_every=10, device=torch.device("cpu"))
+    generator = torch.Generator().manual_seed(0)
+    n_steps, masked_without_dead = 600, 0
+    for step in range(n_steps):
+        expected = dead.tokens_since_fired >= 1000
+        mask = dead.mask(step)
+        if expected.any():
+            assert mask is not None and torch.equal(mask, expected), step
+        elif mask is not None:
+            assert not mask.any()
+            masked_without_dead += 1
+        # Phases in which latents fire often (none dies), rarely (some die), or not at all.
+        rate = [0.5, 0.02, 0.0][step // 100 % 3]
+        dead.update(64, torch.rand(32, generator=generator) < rate)
+    # The first read proves the first ceil(1000 / 64) = 16 steps free of dead latents.
+    assert reads[:2] == [0, 16]
+    assert len(reads) < n_steps / 4 and masked_without_dead > 0
+
+
+def test_a_run_without_dead_latents_reads_the_dead_mask_once(tmp_path, monkeypatch):
+    reads = []
+    original = DeadLatents._read
+    monkeypatch.setattr(DeadLatents, "_read", lambda self, step: (reads.append(step), original(self, step)))
+    shards = write_data(tmp_path)
+    sae_cfg, train_cfg = configs(checkpoint_every=0)
+    sae_cfg.dead_tokens_threshold = 40 * 64
+    metrics = train_sae(shards, sae_cfg, train_cfg, tmp_path / "run", progress=False)
+    assert metrics["steps"] == 40 and reads == [0]
