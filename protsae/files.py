@@ -1,6 +1,6 @@
 """Outputs written atomically (a temporary file beside the target, then a rename), with the
 permissions the user's umask gives, so an interrupted job never leaves a half-written file
-that looks complete and colleagues can read the results.
+that looks complete and colleagues on a shared cluster can read the results.
 """
 
 from __future__ import annotations
@@ -13,11 +13,19 @@ from pathlib import Path
 from typing import Iterator
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
-    An interrupted job therefore never leaves a half-written file that looks complete.
+    An interrupted job therefore never leaves a half-written file that looks complete. The file
+    gets the mode a plain ``open`` would give (0644 under umask 022), not `tempfile.mkstemp`'s
+    0600.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -26,6 +34,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -45,3 +54,9 @@ def write_json(path: str | os.PathLike, obj) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
+
+def write_tsv(table, path: str | os.PathLike, float_format: str = "%.6g") -> None:
+    """Write a pandas ``table`` as TSV with a header and no index, atomically; floats to six
+    significant digits (the result tables' precision)."""
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, sep="\t", index=False, float_format=float_format)

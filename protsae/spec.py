@@ -1,0 +1,116 @@
+"""What names an SAE, and where each stage keeps its files.
+
+An SAE is identified by its variant, layer, k, width and the dataset it was trained on
+(`SAESpec`). The spec names its folders (``layer<L>/<variant>_k<K>_w<W>``, the same under every
+stage), the rules build their wildcard patterns from `SAE_FOLDER`, the scripts and tests build
+concrete paths from `SAESpec`, and the result files carry the spec as a dict, so nothing parses a
+folder name back. `Layout` holds every path pattern of a results tree once.
+
+This module imports nothing heavy: the workflow imports it while it builds the DAG.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Mapping
+
+SAE_FOLDER = "layer{layer}/{variant}_k{k}_w{width}"
+"""An SAE's folder under every stage that keeps per-SAE files (as a wildcard pattern)."""
+
+SAE_NAME = "{variant}_k{k}_w{width}"
+"""An SAE's name within its layer: the folder's last part, and a probe's features label."""
+
+
+@dataclass(frozen=True)
+class SAESpec:
+    """One SAE of the config's sweeps."""
+
+    variant: str
+    layer: int
+    k: int
+    width: int
+    dataset: str
+    """The dataset whose cached activations train it."""
+
+    @classmethod
+    def from_wildcards(cls, wildcards: Mapping, dataset: str | None = None) -> SAESpec:
+        """The spec of a rule job whose wildcards are those of `SAE_FOLDER` (and ``dataset``
+        unless given)."""
+        return cls(
+            variant=wildcards["variant"], layer=int(wildcards["layer"]), k=int(wildcards["k"]),
+            width=int(wildcards["width"]), dataset=dataset if dataset is not None else wildcards["dataset"],
+        )
+
+    @classmethod
+    def from_dict(cls, values: Mapping) -> SAESpec:
+        """The spec a result file carries (`as_dict`)."""
+        return cls(**{key: values[key] for key in ("variant", "layer", "k", "width", "dataset")})
+
+    @property
+    def name(self) -> str:
+        """``<variant>_k<K>_w<W>``: unique within a layer and training dataset."""
+        return SAE_NAME.format(**self.as_dict())
+
+    @property
+    def folder(self) -> str:
+        """``layer<L>/<variant>_k<K>_w<W>``."""
+        return SAE_FOLDER.format(**self.as_dict())
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def coordinates(self) -> dict:
+        """Where the SAE sits in the sweeps: variant, layer, k, width (the summary tables' keys)."""
+        return {"variant": self.variant, "layer": self.layer, "k": self.k, "width": self.width}
+
+    def sort_key(self) -> tuple:
+        """Summary tables list SAEs by layer, variant, k, width."""
+        return self.layer, self.variant, self.k, self.width
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Every path of one model's results tree, as concrete paths (from a spec) or wildcard
+    patterns (from `SAE_FOLDER`), so a pattern is spelled once."""
+
+    model: str
+    """The model's short name: results go to ``results/<model>/``, logs to ``logs/<model>/``."""
+
+    @property
+    def results(self) -> str:
+        return f"results/{self.model}"
+
+    @property
+    def logs(self) -> str:
+        return f"logs/{self.model}"
+
+    def sequences(self, dataset: str = "{dataset}") -> str:
+        return f"{self.results}/sequences/{dataset}"
+
+    def activations(self, dataset: str = "{dataset}", layer: int | str = "{layer}") -> str:
+        return f"{self.results}/activations/{dataset}/layer{layer}"
+
+    def sae(self, spec: SAESpec | None = None) -> str:
+        """An SAE's directory (weights, config, metrics, splice evaluation)."""
+        if spec is None:
+            return f"{self.results}/sae/{{dataset}}/{SAE_FOLDER}"
+        return f"{self.results}/sae/{spec.dataset}/{spec.folder}"
+
+    def codes(self, dataset: str, spec: SAESpec | None = None) -> str:
+        """The code shards of ``dataset`` under one SAE."""
+        return f"{self.results}/codes/{dataset}/{SAE_FOLDER if spec is None else spec.folder}"
+
+    def latents_root(self, evalset: str) -> str:
+        """The latent analyses over one evaluation set (its split, the summary of every SAE)."""
+        return f"{self.results}/latents/{evalset}"
+
+    def latents(self, evalset: str, spec: SAESpec | None = None) -> str:
+        """The latent tables of one SAE over the evaluation set."""
+        return f"{self.latents_root(evalset)}/{SAE_FOLDER if spec is None else spec.folder}"
+
+    def probe(self, task: str, layer: int | str = "{layer}", features: str = "{features}") -> str:
+        """One probe fit: raw activations (``features="raw"``) or an SAE's latents (its name)."""
+        return f"{self.results}/probes/{task}/layer{layer}/{features}"
+
+    def figure(self, name: str) -> str:
+        return f"{self.results}/figures/{name}.png"
