@@ -8,7 +8,8 @@ The DAG is built with every job forced (``forceall``), so the snapshot does not 
 already on disk. Inputs the user provides (UniRef50, Swiss-Prot...) are created empty in a scratch
 copy of the workflow when missing, as the workflow tests do. ``--compare`` prints the differences
 and exits 1 when there are any; ``--drop-param`` names param keys (at any depth, e.g.
-``model.device``) that are expected to disappear and are removed from the first snapshot first.
+``model.device``) that are expected to disappear and are removed from the first snapshot first,
+``--new-param`` keys that are expected to appear and are removed from the second.
 """
 
 from __future__ import annotations
@@ -113,11 +114,12 @@ def _drop(params: dict, dotted: str) -> None:
             _drop(value, dotted if key != head else rest)
 
 
-def compare(before: list[dict], after: list[dict], dropped: list[str]) -> list[str]:
+def compare(before: list[dict], after: list[dict], dropped: list[str], added: list[str] = ()) -> list[str]:
     """Differences between two snapshots, as lines (empty when they agree)."""
-    for job in before:
-        for key in dropped:
-            _drop(job["params"], key)
+    for jobs, keys in ((before, dropped), (after, added)):
+        for job in jobs:
+            for key in keys:
+                _drop(job["params"], key)
     key = lambda job: (job["rule"], tuple(job["output"]))  # noqa: E731
     old, new = {key(job): job for job in before}, {key(job): job for job in after}
     lines = [f"only before: {k}" for k in sorted(old.keys() - new.keys())]
@@ -134,10 +136,11 @@ def main() -> None:
     parser.add_argument("configfile", nargs="?")
     parser.add_argument("--compare", nargs=2, metavar=("BEFORE", "AFTER"))
     parser.add_argument("--drop-param", action="append", default=[])
+    parser.add_argument("--new-param", action="append", default=[])
     args = parser.parse_args()
     if args.compare:
         before, after = (json.loads(Path(path).read_text()) for path in args.compare)
-        lines = compare(before, after, args.drop_param)
+        lines = compare(before, after, args.drop_param, args.new_param)
         print("\n".join(lines) if lines else f"identical: {len(after)} jobs")
         sys.exit(1 if lines else 0)
     json.dump(snapshot(args.configfile), sys.stdout, indent=1, sort_keys=True)

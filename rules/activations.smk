@@ -4,15 +4,12 @@
 
 rule cache_activations:
     input:
-        shards=f"{RESULTS}/sequences/{{dataset}}/shards",
+        shards=f"{LAYOUT.sequences()}/shards",
     output:
-        parquet=expand(
-            f"{RESULTS}/activations/{{{{dataset}}}}/layer{{layer}}/shard{{{{shard}}}}.parquet",
-            layer=LAYERS,
-        ),
+        parquet=[f"{LAYOUT.activations(layer=layer)}/shard{{shard}}.parquet" for layer in LAYERS],
         stats=f"{RESULTS}/activations/{{dataset}}/stats/shard{{shard}}.json",
     params:
-        model=canonical(config["model"]),
+        model=model_settings(),
         layers=LAYERS,
         activations=settings(config["activations"]),
         positions_per_sequence=lambda wc: dataset_config(wc.dataset)["positions_per_sequence"],
@@ -33,16 +30,14 @@ rule cache_activations:
 
 rule activation_manifest:
     input:
-        parquet=lambda wc: expand(
-            f"{RESULTS}/activations/{wc.dataset}/layer{wc.layer}/shard{{shard}}.parquet",
-            shard=shard_ids(wc.dataset),
-        ),
-        stats=lambda wc: expand(
-            f"{RESULTS}/activations/{wc.dataset}/stats/shard{{shard}}.json",
-            shard=shard_ids(wc.dataset),
-        ),
+        parquet=lambda wc: [
+            f"{LAYOUT.activations(wc.dataset, wc.layer)}/shard{shard}.parquet" for shard in shard_ids(wc.dataset)
+        ],
+        stats=lambda wc: [
+            f"{RESULTS}/activations/{wc.dataset}/stats/shard{shard}.json" for shard in shard_ids(wc.dataset)
+        ],
     output:
-        f"{RESULTS}/activations/{{dataset}}/layer{{layer}}/manifest.json",
+        f"{LAYOUT.activations()}/manifest.json",
     log:
         f"{LOGS}/activations/{{dataset}}/manifest_layer{{layer}}.log",
     benchmark:

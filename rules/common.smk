@@ -1,21 +1,22 @@
-# Config look-ups and input functions shared by the stage rules.
+# Config look-ups and input functions shared by the stage rules. Nothing heavy is imported here
+# (no torch, pyarrow or transformers), so building the DAG of a paper-scale config takes seconds.
 import itertools
-import re
 import sys
 
-from protsae.activations.sizes import human_bytes, projected_cache_bytes
+from protsae.activations.sizes import human_bytes, model_width, projected_cache_bytes
+from protsae.spec import SAE_FOLDER, SAE_NAME, Layout, SAESpec
 
 MODEL = config["model"]["name"]
-RESULTS = f"results/{MODEL}"
-LOGS = f"logs/{MODEL}"
+LAYOUT = Layout(MODEL)
+RESULTS = LAYOUT.results
+LOGS = LAYOUT.logs
 LAYERS = sorted(config["layers"])
 TRAIN_DATASET = config["sae"]["train_dataset"]
 # The latent analyses (rules/latents.smk) run when the config names an evaluation set.
 EVALSET = config["evalset"]["dataset"] if "evalset" in config else None
 EVALSETS = f"results/evalsets/{EVALSET}"
-LATENTS = f"{RESULTS}/latents/{EVALSET}"
+LATENTS = LAYOUT.latents_root(EVALSET)
 # Linear probes (rules/probes.smk) run when the config names probe tasks.
-PROBES = f"{RESULTS}/probes"
 PROBE_TASKS = sorted(config["probes"]["tasks"]) if "probes" in config else []
 PROBE_FIGURES = ["fig4_probes_per_layer", "fig9_probe_coefficients"]
 # figure target -> (key under latents.figures naming its sweep, the summaries it plots)
@@ -46,18 +47,53 @@ def canonical(value):
     return value
 
 
-# Keys that say how a job runs, not what it computes: changing them must not rerun anything.
-RESOURCE_KEYS = {"threads", "gpus", "mem_mb", "runtime"}
+# Keys that say how or where a job runs, not what it computes: changing them reruns nothing. Rule
+# scripts read them from snakemake.config; params (Snakemake's rerun trigger) leave them out.
+RUNTIME_KEYS = {"threads", "gpus", "mem_mb", "runtime", "device", "allow_download"}
 
 
 def settings(section, exclude=()):
-    """A config section as a rule's params: canonical, without resource keys (or ``exclude``)."""
-    return canonical({k: v for k, v in section.items() if k not in RESOURCE_KEYS and k not in exclude})
+    """A config section as a rule's params: canonical, without runtime keys (or ``exclude``)."""
+    return canonical({k: v for k, v in section.items() if k not in RUNTIME_KEYS and k not in exclude})
+
+
+def model_settings():
+    """The model keys that change what it computes (weights, precision, length limit)."""
+    return settings(config["model"], exclude={"name"})
 
 
 def model_identity():
-    """The model keys that decide which weights are read (not where or how they run)."""
+    """The model keys that decide which weights are read (and so its alphabet)."""
     return canonical({k: v for k, v in config["model"].items() if k in ("kind", "id", "path", "size", "seed")})
+
+
+# Datasets the workflow writes itself: the evaluation set's representatives (evalset) and each probe
+# task's sequences (probes.tasks). They are declared once, where they are made; these entries join
+# them to the user's datasets, with every residue cached.
+def _derived_datasets():
+    derived = {}
+    if "evalset" in config:
+        evalset = config["evalset"]
+        derived[EVALSET] = dict(
+            fasta=f"{EVALSETS}/representatives.fasta", max_length=evalset["max_length"],
+            min_length=evalset["min_length"], **evalset["sample"], key="evalset.sample",
+        )
+    for task in PROBE_TASKS:
+        task_config = config["probes"]["tasks"][task]
+        sample = dict(task_config["sample"])
+        if sample["n_sequences"] is None:
+            sample["n_sequences"] = task_config["max_items"] or 1_000_000
+        derived[probe_dataset(task)] = dict(fasta=f"results/probes/{task}/sequences.fasta", max_length=1022,
+                                            min_length=1, **sample, key=f"probes.tasks.{task}.sample")
+    for name, dataset in derived.items():
+        key = dataset.pop("key")
+        if name in config["datasets"]:
+            raise ValueError(f"datasets.{name}: the workflow makes this dataset ({key}); remove it from 'datasets'")
+        config["datasets"][name] = dataset | {"alphabet_policy": "map_to_unknown", "positions_per_sequence": None}
+
+
+def probe_dataset(task):
+    return f"probe_{task}"
 
 
 def dataset_config(dataset):
@@ -73,29 +109,6 @@ def shard_ids(dataset):
     return range(dataset_config(dataset)["n_shards"])
 
 
-def sweep_specs(name):
-    """The SAEs of one config sweep (its layers x k x width grid)."""
-    sweep = sweep_config(name)
-    return [
-        dict(variant=sweep.get("variant", "topk"), layer=layer, k=k, width=width)
-        for layer, k, width in itertools.product(sweep["layers"], sweep["k"], sweep["width"])
-    ]
-
-
-def sae_specs(names=None):
-    """Every SAE the sweeps ask for (those named, or all), once: dicts with variant, layer, k, width."""
-    specs = {}
-    for name in names if names is not None else [sweep["name"] for sweep in config["sae"]["sweeps"]]:
-        for spec in sweep_specs(name):
-            specs[tuple(spec.values())] = spec
-    return list(specs.values())
-
-
-def plotted_sweeps():
-    """Sweeps with something to plot: more than one layer, k or width."""
-    return [s for s in config["sae"]["sweeps"] if max(len(s["layers"]), len(s["k"]), len(s["width"])) > 1]
-
-
 def sweep_config(name):
     for sweep in config["sae"]["sweeps"]:
         if sweep["name"] == name:
@@ -103,54 +116,74 @@ def sweep_config(name):
     raise ValueError(f"no sweep named {name!r} under sae.sweeps")
 
 
-def sae_dir(variant, layer, k, width, dataset=TRAIN_DATASET):
-    return f"{RESULTS}/sae/{dataset}/layer{layer}/{variant}_k{k}_w{width}"
+def sweep_specs(name):
+    """The SAEs of one config sweep (its layers x k x width grid)."""
+    sweep = sweep_config(name)
+    return [
+        SAESpec(variant=sweep["variant"], layer=layer, k=k, width=width, dataset=TRAIN_DATASET)
+        for layer, k, width in itertools.product(sweep["layers"], sweep["k"], sweep["width"])
+    ]
+
+
+def sae_specs(names=None):
+    """Every SAE the sweeps ask for (those named, or all), once, in the order the sweeps list them."""
+    names = names if names is not None else [sweep["name"] for sweep in config["sae"]["sweeps"]]
+    return list(dict.fromkeys(spec for name in names for spec in sweep_specs(name)))
+
+
+def plotted_sweeps():
+    """Sweeps with something to plot: more than one layer, k or width."""
+    return [s for s in config["sae"]["sweeps"] if max(len(s["layers"]), len(s["k"]), len(s["width"])) > 1]
+
+
+def wildcard_spec(wc):
+    """The SAE of a rule job whose wildcards are those of SAE_FOLDER."""
+    return SAESpec.from_wildcards(wc, dataset=TRAIN_DATASET)
+
+
+def sae_file(spec, name):
+    return f"{LAYOUT.sae(spec)}/{name}"
 
 
 def all_targets():
-    targets = [
-        f"{RESULTS}/activations/{TRAIN_DATASET}/layer{layer}/manifest.json" for layer in LAYERS
-    ]
-    targets += [f"{sae_dir(**spec)}/metrics.json" for spec in sae_specs()]
+    targets = [f"{LAYOUT.activations(TRAIN_DATASET, layer)}/manifest.json" for layer in LAYERS]
+    targets += [sae_file(spec, "metrics.json") for spec in sae_specs()]
     targets.append(f"{RESULTS}/sae/{TRAIN_DATASET}/summary.tsv")
-    targets += [f"{RESULTS}/figures/sae_sweep_{sweep['name']}.png" for sweep in plotted_sweeps()]
+    targets += [LAYOUT.figure(f"sae_sweep_{sweep['name']}") for sweep in plotted_sweeps()]
     targets += encoding_targets()
     targets += latent_targets()
     targets += probe_targets()
     return targets
 
 
-def codes_path(dataset, layer, variant, k, width, shard):
-    return f"{RESULTS}/codes/{dataset}/layer{layer}/{variant}_k{k}_w{width}/shard{shard}.parquet"
+def code_shards(dataset, spec):
+    """The code shards of ``dataset`` under one SAE."""
+    return [f"{LAYOUT.codes(dataset, spec)}/shard{shard}.parquet" for shard in shard_ids(dataset)]
 
 
 def encoding_targets():
     """Sparse latent codes of every SAE over every dataset listed under encode.datasets."""
-    return [
-        codes_path(dataset, shard=shard, **spec)
-        for dataset in config["encode"]["datasets"]
-        for spec in sae_specs()
-        for shard in shard_ids(dataset)
-    ]
+    return [path for dataset in config["encode"]["datasets"] for spec in sae_specs()
+            for path in code_shards(dataset, spec)]
 
 
 def encoding_input(wc):
-    sae = sae_dir(wc.variant, wc.layer, wc.k, wc.width)
-    inputs = {"weights": f"{sae}/sae.safetensors", "config": f"{sae}/config.json"}
+    spec = wildcard_spec(wc)
+    inputs = {"weights": sae_file(spec, "sae.safetensors"), "config": sae_file(spec, "config.json")}
     if config["encode"]["source"] == "cache":
-        inputs["activations"] = f"{RESULTS}/activations/{wc.dataset}/layer{wc.layer}/shard{wc.shard}.parquet"
+        inputs["activations"] = f"{LAYOUT.activations(wc.dataset, wc.layer)}/shard{wc.shard}.parquet"
     else:
-        inputs["sequences"] = f"{RESULTS}/sequences/{wc.dataset}/shards"
+        inputs["sequences"] = f"{LAYOUT.sequences(wc.dataset)}/shards"
     return inputs
 
 
 def evalset_codes(wc):
     """The code shards of the evaluation set under one SAE."""
-    return [codes_path(EVALSET, wc.layer, wc.variant, wc.k, wc.width, s) for s in shard_ids(EVALSET)]
+    return code_shards(EVALSET, wildcard_spec(wc))
 
 
-def latent_path(name, variant, layer, k, width):
-    return f"{LATENTS}/layer{layer}/{spec_name(variant, layer, k, width)}/{name}"
+def latent_path(name, spec):
+    return f"{LAYOUT.latents(EVALSET, spec)}/{name}"
 
 
 def latent_targets():
@@ -158,12 +191,12 @@ def latent_targets():
     if EVALSET is None:
         return []
     targets = [
-        latent_path(name, **spec)
+        latent_path(name, spec)
         for spec in sae_specs()
         for name in ("family_f1.tsv", "gap_candidates.tsv", "patterns.tsv")
     ]
     targets.append(f"{LATENTS}/summary.tsv")
-    targets += [f"{RESULTS}/figures/{figure}.png" for figure in LATENT_FIGURES if latent_figure_sweep(figure)]
+    targets += [LAYOUT.figure(figure) for figure in LATENT_FIGURES if latent_figure_sweep(figure)]
     return targets
 
 
@@ -182,17 +215,11 @@ def latent_figure_sweep(figure):
     return config["latents"]["figures"][LATENT_FIGURES[figure][0]]
 
 
-def latent_figure_specs(figure):
-    return sweep_specs(latent_figure_sweep(figure))
-
-
 def latent_figure_inputs(wc):
     """Only the summaries of the SAEs in the figure's sweep, so one figure rebuilds alone."""
     kinds = LATENT_FIGURES[wc.figure][1]
-    return {
-        kind: [latent_path(f"{kind}_summary.json", **spec) for spec in latent_figure_specs(wc.figure)]
-        for kind in kinds
-    }
+    specs = sweep_specs(latent_figure_sweep(wc.figure))
+    return {kind: [latent_path(f"{kind}_summary.json", spec) for spec in specs] for kind in kinds}
 
 
 def probe_task_config(task):
@@ -202,8 +229,9 @@ def probe_task_config(task):
         raise ValueError(f"no probe task {task!r} under probes.tasks (have: {PROBE_TASKS})") from None
 
 
-def probe_dataset(task):
-    return f"probe_{task}"
+def probe_task_settings(task):
+    """A task's params: what its loader, split and probe compute from (not how it is cached)."""
+    return settings(probe_task_config(task), exclude={"sample"})
 
 
 def probe_task_inputs(wc):
@@ -217,15 +245,6 @@ def probe_task_inputs(wc):
     return {"data": inputs}
 
 
-def spec_name(variant, layer, k, width):
-    return f"{variant}_k{k}_w{width}"
-
-
-def parse_spec_name(name, layer):
-    variant, k, width = re.fullmatch(r"(.+)_k(\d+)_w(\d+)", name).groups()
-    return dict(variant=variant, layer=int(layer), k=int(k), width=int(width))
-
-
 def probe_sae_specs():
     """The SAEs whose latents are probed: those of probes.sweeps (all sweeps when null)."""
     return sae_specs(config["probes"]["sweeps"])
@@ -234,38 +253,48 @@ def probe_sae_specs():
 def probe_fits():
     """(task, layer, features) of every probe: raw activations at every layer, and every probed SAE."""
     fits = [(task, layer, "raw") for task in PROBE_TASKS for layer in LAYERS]
-    fits += [(task, spec["layer"], spec_name(**spec)) for task in PROBE_TASKS for spec in probe_sae_specs()]
+    fits += [(task, spec.layer, spec.name) for task in PROBE_TASKS for spec in probe_sae_specs()]
     return fits
 
 
 def probe_path(task, layer, features, name):
-    return f"{PROBES}/{task}/layer{layer}/{features}/{name}"
+    return f"{LAYOUT.probe(task, layer, features)}/{name}"
 
 
 def probe_targets():
     if not PROBE_TASKS:
         return []
     targets = [probe_path(*fit, "top_coefficients.tsv") for fit in probe_fits()]
-    targets.append(f"{PROBES}/summary.tsv")
+    targets.append(f"{RESULTS}/probes/summary.tsv")
     if config["probes"]["figure_sweep"]:
-        targets += [f"{RESULTS}/figures/{figure}.png" for figure in PROBE_FIGURES]
+        targets += [LAYOUT.figure(figure) for figure in PROBE_FIGURES]
     return targets
+
+
+def probe_fit_spec(wc):
+    """The SAE whose latents a probe job reads (None for raw activations)."""
+    if wc.features == "raw":
+        return None
+    for spec in probe_sae_specs():
+        if spec.layer == int(wc.layer) and spec.name == wc.features:
+            return spec
+    raise ValueError(f"probe features {wc.features!r} at layer {wc.layer} are not an SAE of probes.sweeps")
 
 
 def probe_fit_inputs(wc):
     dataset = probe_dataset(wc.task)
     inputs = {
         "labels": f"results/probes/{wc.task}/labels.tsv",
-        "lengths": f"{RESULTS}/sequences/{dataset}/lengths.tsv",
-        "sequences": f"{RESULTS}/sequences/{dataset}/sample.fasta",
+        "lengths": f"{LAYOUT.sequences(dataset)}/lengths.tsv",
+        "sequences": f"{LAYOUT.sequences(dataset)}/sample.fasta",
     }
-    if wc.features == "raw":
+    spec = probe_fit_spec(wc)
+    if spec is None:
         inputs["activations"] = [
-            f"{RESULTS}/activations/{dataset}/layer{wc.layer}/shard{s}.parquet" for s in shard_ids(dataset)
+            f"{LAYOUT.activations(dataset, wc.layer)}/shard{s}.parquet" for s in shard_ids(dataset)
         ]
     else:
-        spec = parse_spec_name(wc.features, wc.layer)
-        inputs["codes"] = [codes_path(dataset, shard=s, **spec) for s in shard_ids(dataset)]
+        inputs["codes"] = code_shards(dataset, spec)
     return inputs
 
 
@@ -273,56 +302,26 @@ def probe_figure_fits():
     """(layer, features) pairs the probe figures compare: raw and the figure sweep's SAE per layer."""
     pairs = []
     for spec in sweep_specs(config["probes"]["figure_sweep"]):
-        pairs += [(spec["layer"], "raw"), (spec["layer"], spec_name(**spec))]
+        pairs += [(spec.layer, "raw"), (spec.layer, spec.name)]
     return pairs
 
 
 def probe_figure_inputs(wc):
-    """Fig 4: every layer's raw and SAE results; Fig 9: the coefficients at the deepest of them."""
+    """Fig 4: every layer's raw and SAE results; Fig 9: the coefficients at the deepest of them,
+    each with the result that says which fit it is."""
     pairs = probe_figure_fits()
     if wc.figure == "fig4_probes_per_layer":
         return {"fits": [probe_path(task, *pair, "result.json") for task in PROBE_TASKS for pair in pairs]}
     deepest = max(layer for layer, _ in pairs)
-    return {"fits": [probe_path(task, layer, features, "coef.npy") for task in PROBE_TASKS
-                     for layer, features in pairs if layer == deepest]}
+    fits = [(task, layer, features) for task in PROBE_TASKS for layer, features in pairs if layer == deepest]
+    return {"fits": [probe_path(*fit, "result.json") for fit in fits],
+            "coefs": [probe_path(*fit, "coef.npy") for fit in fits]}
 
 
 def _check_sweep_name(key, name):
     names = [sweep["name"] for sweep in config["sae"]["sweeps"]]
     if name not in names:
         raise ValueError(f"{key} is {name!r}, not a sweep name under sae.sweeps {sorted(names)}")
-
-
-def _check_derived_dataset(name, fasta, owner, reader):
-    """A dataset whose FASTA the workflow writes for ``owner`` (the config key it serves) must be
-    declared under datasets, at that path, with every residue cached."""
-    if name not in config["datasets"]:
-        raise ValueError(f"{owner}: declare the dataset {name!r} under 'datasets' (fasta: {fasta})")
-    dataset = config["datasets"][name]
-    if dataset["fasta"] != fasta:
-        raise ValueError(f"datasets.{name}.fasta must be {fasta!r} (the sequences of {owner})")
-    if dataset["positions_per_sequence"] is not None:
-        raise ValueError(f"datasets.{name}.positions_per_sequence must be null: {reader} read every residue")
-
-
-def _check_probes():
-    if config["probes"]["figure_sweep"] is not None:
-        _check_sweep_name("probes.figure_sweep", config["probes"]["figure_sweep"])
-    for sweep in config["probes"]["sweeps"] or []:
-        _check_sweep_name("probes.sweeps", sweep)
-    for task in PROBE_TASKS:
-        _check_derived_dataset(probe_dataset(task), f"results/probes/{task}/sequences.fasta",
-                               f"probes.tasks.{task}", "probes")
-
-
-def _check_evalset():
-    _check_derived_dataset(EVALSET, f"{EVALSETS}/representatives.fasta", f"evalset.dataset ({EVALSET!r})",
-                           "the latent analyses")
-    if "families" not in config:
-        raise ValueError("evalset is set but 'families' is missing: the F1 sweep needs family labels")
-    for key, sweep in config["latents"]["figures"].items():
-        if sweep is not None:
-            _check_sweep_name(f"latents.figures.{key}", sweep)
 
 
 def _check_config():
@@ -334,19 +333,24 @@ def _check_config():
     if TRAIN_DATASET not in config["datasets"]:
         raise ValueError(f"sae.train_dataset is {TRAIN_DATASET!r}, not a key of 'datasets'")
     for spec in sae_specs():
-        if spec["layer"] not in LAYERS:
-            raise ValueError(
-                f"sae.sweeps asks for layer {spec['layer']}, which 'layers' does not cache ({LAYERS})"
-            )
-        if spec["k"] > spec["width"]:
-            raise ValueError(f"sae.sweeps: k={spec['k']} exceeds width={spec['width']}")
+        if spec.layer not in LAYERS:
+            raise ValueError(f"sae.sweeps asks for layer {spec.layer}, which 'layers' does not cache ({LAYERS})")
+        if spec.k > spec.width:
+            raise ValueError(f"sae.sweeps: k={spec.k} exceeds width={spec.width}")
     for name, dataset in config["datasets"].items():
         if dataset["min_length"] > dataset["max_length"]:
             raise ValueError(f"datasets.{name}: min_length exceeds max_length")
     if EVALSET is not None:
-        _check_evalset()
+        if "families" not in config:
+            raise ValueError("evalset is set but 'families' is missing: the F1 sweep needs family labels")
+        for key, sweep in config["latents"]["figures"].items():
+            if sweep is not None:
+                _check_sweep_name(f"latents.figures.{key}", sweep)
     if PROBE_TASKS:
-        _check_probes()
+        if config["probes"]["figure_sweep"] is not None:
+            _check_sweep_name("probes.figure_sweep", config["probes"]["figure_sweep"])
+        for sweep in config["probes"]["sweeps"] or []:
+            _check_sweep_name("probes.sweeps", sweep)
 
 
 def _projected_sizes():
@@ -356,7 +360,7 @@ def _projected_sizes():
         per_layer = projected_cache_bytes(
             dataset["n_sequences"],
             dataset["expected_mean_length"],
-            _d_model(),
+            model_width(config["model"]),
             config["activations"]["storage_dtype"],
             dataset["positions_per_sequence"],
         )
@@ -367,28 +371,7 @@ def _projected_sizes():
     print("\n".join(lines), file=sys.stderr)
 
 
-def _d_model():
-    """d_model of the configured model without loading it (known shapes), else from its config."""
-    spec = config["model"]
-    if spec["kind"] == "unirep":
-        return spec["size"]
-    if spec["kind"] == "tiny_esm2":
-        return 32
-    from transformers import AutoConfig
-
-    try:
-        return AutoConfig.from_pretrained(spec.get("path") or spec["id"], local_files_only=True).hidden_size
-    except OSError:
-        # The checkpoint is not here (e.g. a dry run on a login node): use the published widths.
-        return {"esm2_t6_8M": 320, "esm2_t12_35M": 480, "esm2_t30_150M": 640, "esm2_t33_650M": 1280,
-                "esm2_t36_3B": 2560, "esm2_t48_15B": 5120}.get(_esm_prefix(spec["id"]), 1280)
-
-
-def _esm_prefix(model_id):
-    name = model_id.split("/")[-1]
-    return "_".join(name.split("_")[:3])
-
-
+_derived_datasets()
 _check_config()
 if workflow.is_main_process:
     _projected_sizes()

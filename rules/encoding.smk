@@ -8,15 +8,15 @@ rule encode_codes:
     input:
         unpack(encoding_input),
     output:
-        f"{RESULTS}/codes/{{dataset}}/layer{{layer}}/{{variant}}_k{{k}}_w{{width}}/shard{{shard}}.parquet",
+        f"{LAYOUT.codes('{dataset}')}/shard{{shard}}.parquet",
     params:
         encode=settings(config["encode"], exclude={"datasets"}),
-        model=canonical(config["model"]),
+        model=model_settings(),
         max_tokens=config["activations"]["max_tokens"],
     log:
-        f"{LOGS}/codes/{{dataset}}/layer{{layer}}/{{variant}}_k{{k}}_w{{width}}/shard{{shard}}.log",
+        f"{LOGS}/codes/{{dataset}}/{SAE_FOLDER}/shard{{shard}}.log",
     benchmark:
-        f"{LOGS}/codes/{{dataset}}/layer{{layer}}/{{variant}}_k{{k}}_w{{width}}/shard{{shard}}.benchmark.tsv"
+        f"{LOGS}/codes/{{dataset}}/{SAE_FOLDER}/shard{{shard}}.benchmark.tsv"
     threads: config["encode"]["threads"]
     resources:
         mem_mb=config["encode"]["mem_mb"],

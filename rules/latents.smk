@@ -4,8 +4,8 @@
 # annotation-gap candidates, the activation-pattern classes, and Figs 3c, 3d, 7a and 7b.
 
 # One SAE's latent tables and their logs (wildcards layer, variant, k, width).
-SAE_LATENTS = f"{LATENTS}/layer{{layer}}/{{variant}}_k{{k}}_w{{width}}"
-SAE_LATENT_LOGS = f"{LOGS}/latents/{EVALSET}/layer{{layer}}/{{variant}}_k{{k}}_w{{width}}"
+SAE_LATENTS = LAYOUT.latents(EVALSET)
+SAE_LATENT_LOGS = f"{LOGS}/latents/{EVALSET}/{SAE_FOLDER}"
 
 
 rule evalset_cluster:
@@ -55,7 +55,7 @@ rule family_labels:
 
 rule evalset_split:
     input:
-        lengths=f"{RESULTS}/sequences/{EVALSET}/lengths.tsv",
+        lengths=f"{LAYOUT.sequences(EVALSET)}/lengths.tsv",
         clusters=f"{EVALSETS}/clusters.tsv",
     output:
         split=f"{LATENTS}/split.tsv",
@@ -151,12 +151,10 @@ rule activation_patterns:
 
 rule latent_summary:
     input:
-        family=[latent_path("family_summary.json", **spec) for spec in sae_specs()],
-        patterns=[latent_path("patterns_summary.json", **spec) for spec in sae_specs()],
+        family=[latent_path("family_summary.json", spec) for spec in sae_specs()],
+        patterns=[latent_path("patterns_summary.json", spec) for spec in sae_specs()],
     output:
         f"{LATENTS}/summary.tsv",
-    params:
-        specs=sae_specs(),
     log:
         f"{LOGS}/latents/{EVALSET}/summary.log",
     benchmark:
@@ -175,11 +173,10 @@ rule latent_figure:
     input:
         unpack(latent_figure_inputs),
     output:
-        f"{RESULTS}/figures/{{figure}}.png",
+        LAYOUT.figure("{figure}"),
     wildcard_constraints:
         figure="|".join(LATENT_FIGURES),
     params:
-        specs=lambda wc: latent_figure_specs(wc.figure),
         sweep=lambda wc: latent_figure_sweep(wc.figure),
         model=MODEL,
         types=config["families"]["types"],

@@ -14,7 +14,7 @@ rule probe_task:
     wildcard_constraints:
         task="|".join(PROBE_TASKS) or "NO_TASKS",
     params:
-        task=lambda wc: canonical(probe_task_config(wc.task)),
+        task=lambda wc: probe_task_settings(wc.task),
     log:
         "logs/probes/{task}/task.log",
     benchmark:
@@ -33,14 +33,14 @@ rule probe_fit:
     input:
         unpack(probe_fit_inputs),
     output:
-        result=f"{PROBES}/{{task}}/layer{{layer}}/{{features}}/result.json",
-        coef=f"{PROBES}/{{task}}/layer{{layer}}/{{features}}/coef.npy",
-        top=f"{PROBES}/{{task}}/layer{{layer}}/{{features}}/top_coefficients.tsv",
+        result=f"{LAYOUT.probe('{task}')}/result.json",
+        coef=f"{LAYOUT.probe('{task}')}/coef.npy",
+        top=f"{LAYOUT.probe('{task}')}/top_coefficients.tsv",
     wildcard_constraints:
         task="|".join(PROBE_TASKS) or "NO_TASKS",
         features=r"raw|[a-z0-9_]+_k\d+_w\d+",
     params:
-        task=lambda wc: canonical(probe_task_config(wc.task)),
+        task=lambda wc: probe_task_settings(wc.task),
         probes=settings(config["probes"], exclude={"tasks", "sweeps", "figure_sweep"}),
     log:
         f"{LOGS}/probes/{{task}}/layer{{layer}}/{{features}}.log",
@@ -61,7 +61,7 @@ rule probe_summary:
     input:
         [probe_path(*fit, "result.json") for fit in probe_fits()],
     output:
-        f"{PROBES}/summary.tsv",
+        f"{RESULTS}/probes/summary.tsv",
     log:
         f"{LOGS}/probes/summary.log",
     benchmark:
@@ -80,7 +80,7 @@ rule probe_figure:
     input:
         unpack(probe_figure_inputs),
     output:
-        f"{RESULTS}/figures/{{figure}}.png",
+        LAYOUT.figure("{figure}"),
     wildcard_constraints:
         figure="fig4_probes_per_layer|fig9_probe_coefficients",
     params:

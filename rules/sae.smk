@@ -1,24 +1,30 @@
-# Stage 3: one TopK SAE per (variant, layer, k, width) of the config's sweeps, trained on a
-# stream over the cached shards of the training dataset.
+# Stage 3: one SAE per (variant, layer, k, width) of the config's sweeps, trained on a stream
+# over the cached shards of the training dataset, then spliced into the LM (delta CE).
+
+# One SAE's directory and its logs (wildcards dataset, layer, variant, k, width).
+SAE_DIR = LAYOUT.sae()
+SAE_LOG = f"{LOGS}/sae/{{dataset}}/{SAE_FOLDER}"
+# Settings that change how a run checkpoints, never its weights (a resumed run is bit-identical).
+CHECKPOINT_KEYS = {"checkpoint_every", "checkpoint_minutes"}
 
 
 rule train_sae:
     input:
-        manifest=f"{RESULTS}/activations/{{dataset}}/layer{{layer}}/manifest.json",
+        manifest=f"{LAYOUT.activations()}/manifest.json",
     output:
-        weights=f"{RESULTS}/sae/{{dataset}}/layer{{layer}}/{{variant}}_k{{k}}_w{{width}}/sae.safetensors",
-        config=f"{RESULTS}/sae/{{dataset}}/layer{{layer}}/{{variant}}_k{{k}}_w{{width}}/config.json",
-        metrics=f"{RESULTS}/sae/{{dataset}}/layer{{layer}}/{{variant}}_k{{k}}_w{{width}}/metrics.json",
-        curve=f"{RESULTS}/sae/{{dataset}}/layer{{layer}}/{{variant}}_k{{k}}_w{{width}}/loss_curve.png",
-        history=f"{RESULTS}/sae/{{dataset}}/layer{{layer}}/{{variant}}_k{{k}}_w{{width}}/history.csv",
+        weights=f"{SAE_DIR}/sae.safetensors",
+        config=f"{SAE_DIR}/config.json",
+        metrics=f"{SAE_DIR}/metrics.json",
+        curve=f"{SAE_DIR}/loss_curve.png",
+        history=f"{SAE_DIR}/history.csv",
     params:
-        training=settings(config["sae"]["training"]),
+        training=settings(config["sae"]["training"], exclude=CHECKPOINT_KEYS),
         # Only this variant's options, so tuning one variant reruns only its SAEs.
         variant_options=lambda wc: canonical(config["sae"]["variants"].get(wc.variant, {})),
     log:
-        f"{LOGS}/sae/{{dataset}}/layer{{layer}}/{{variant}}_k{{k}}_w{{width}}.log",
+        f"{SAE_LOG}.log",
     benchmark:
-        f"{LOGS}/sae/{{dataset}}/layer{{layer}}/{{variant}}_k{{k}}_w{{width}}.benchmark.tsv"
+        f"{SAE_LOG}.benchmark.tsv"
     threads: config["sae"]["training"]["threads"]
     resources:
         mem_mb=config["sae"]["training"]["mem_mb"],
@@ -32,18 +38,14 @@ rule train_sae:
 
 rule sae_summary:
     input:
-        metrics=lambda wc: [
-            f"{sae_dir(**spec, dataset=wc.dataset)}/metrics.json" for spec in sae_specs()
-        ],
-        splice=lambda wc: [
-            f"{sae_dir(**spec, dataset=wc.dataset)}/splice.json" for spec in sae_specs()
-        ],
+        metrics=[sae_file(spec, "metrics.json") for spec in sae_specs()],
+        splice=[sae_file(spec, "splice.json") for spec in sae_specs()],
     output:
-        f"{RESULTS}/sae/{{dataset}}/summary.tsv",
+        f"{RESULTS}/sae/{TRAIN_DATASET}/summary.tsv",
     log:
-        f"{LOGS}/sae/{{dataset}}/summary.log",
+        f"{LOGS}/sae/{TRAIN_DATASET}/summary.log",
     benchmark:
-        f"{LOGS}/sae/{{dataset}}/summary.benchmark.tsv"
+        f"{LOGS}/sae/{TRAIN_DATASET}/summary.benchmark.tsv"
     threads: 1
     resources:
         mem_mb=1000,
@@ -58,19 +60,19 @@ rule evaluate_sae:
     """Splice the SAE's reconstruction into the LM at its layer on held-out sequences: delta CE
     and loss recovered against zero-ablation (plus x_hat + error, which must give ~0)."""
     input:
-        weights=f"{RESULTS}/sae/{{dataset}}/layer{{layer}}/{{variant}}_k{{k}}_w{{width}}/sae.safetensors",
-        config=f"{RESULTS}/sae/{{dataset}}/layer{{layer}}/{{variant}}_k{{k}}_w{{width}}/config.json",
-        sequences=f"{RESULTS}/sequences/{{dataset}}/sample.fasta",
+        weights=f"{SAE_DIR}/sae.safetensors",
+        config=f"{SAE_DIR}/config.json",
+        sequences=f"{LAYOUT.sequences()}/sample.fasta",
     output:
-        f"{RESULTS}/sae/{{dataset}}/layer{{layer}}/{{variant}}_k{{k}}_w{{width}}/splice.json",
+        f"{SAE_DIR}/splice.json",
     params:
-        model=canonical(config["model"]),
+        model=model_settings(),
         evaluation=settings(config["sae"]["evaluation"]),
         holdout=canonical({k: config["sae"]["training"][k] for k in ("holdout_fraction", "holdout_seed")}),
     log:
-        f"{LOGS}/sae/{{dataset}}/layer{{layer}}/{{variant}}_k{{k}}_w{{width}}.splice.log",
+        f"{SAE_LOG}.splice.log",
     benchmark:
-        f"{LOGS}/sae/{{dataset}}/layer{{layer}}/{{variant}}_k{{k}}_w{{width}}.splice.benchmark.tsv"
+        f"{SAE_LOG}.splice.benchmark.tsv"
     threads: config["sae"]["evaluation"]["threads"]
     resources:
         mem_mb=config["sae"]["evaluation"]["mem_mb"],
@@ -87,7 +89,7 @@ rule sae_sweep_figure:
     input:
         f"{RESULTS}/sae/{TRAIN_DATASET}/summary.tsv",
     output:
-        f"{RESULTS}/figures/sae_sweep_{{sweep}}.png",
+        LAYOUT.figure("sae_sweep_{sweep}"),
     params:
         sweep=lambda wc: canonical(sweep_config(wc.sweep)),
         title=f"{MODEL} SAEs",

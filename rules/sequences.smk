@@ -5,12 +5,13 @@ rule sample_sequences:
     input:
         fasta=lambda wc: dataset_config(wc.dataset)["fasta"],
     output:
-        fasta=f"{RESULTS}/sequences/{{dataset}}/sample.fasta",
-        lengths=f"{RESULTS}/sequences/{{dataset}}/lengths.tsv",
-        stats=f"{RESULTS}/sequences/{{dataset}}/stats.json",
-        shards=directory(f"{RESULTS}/sequences/{{dataset}}/shards"),
+        fasta=f"{LAYOUT.sequences()}/sample.fasta",
+        lengths=f"{LAYOUT.sequences()}/lengths.tsv",
+        stats=f"{LAYOUT.sequences()}/stats.json",
+        shards=directory(f"{LAYOUT.sequences()}/shards"),
     params:
-        dataset=lambda wc: canonical(dataset_config(wc.dataset)),
+        # Not expected_mean_length: it only sizes the projected caches of a dry run.
+        dataset=lambda wc: settings(dataset_config(wc.dataset), exclude={"expected_mean_length"}),
         model=model_identity(),
     log:
         f"{LOGS}/sequences/{{dataset}}.log",
