@@ -12,9 +12,10 @@ import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
 from protsae.figures.style import SWEEP_AXES, categorical_axis, save
+from protsae.latents.patterns import REPORT_ORDER
 
 # Table 2's classes in the order the stacked bars show them, with the two "no verdict" classes last.
-PATTERN_CLASSES = {  # class: (legend label, colour)
+PATTERN_STYLE = {  # class: (legend label, colour), for each class of REPORT_ORDER
     "point": ("point", "#1f77b4"),
     "periodic": ("periodic", "#9467bd"),
     "motif_short": ("motif, short (<20)", "#2ca02c"),
@@ -30,10 +31,11 @@ PATTERN_CLASSES = {  # class: (legend label, colour)
 def _pattern_bars(ax, rows: pd.DataFrame, x: str) -> None:
     """Stacked bars: share of each SAE's latents in each pattern class (columns ``pattern_<class>``)."""
     categorical_axis(ax, rows, x)
-    counts = rows[[f"pattern_{name}" for name in PATTERN_CLASSES]].to_numpy(dtype=float)
+    counts = rows[[f"pattern_{name}" for name in REPORT_ORDER]].to_numpy(dtype=float)
     shares = counts / counts.sum(axis=1, keepdims=True)
     bottom = np.zeros(len(rows))
-    for column, (name, (label, colour)) in enumerate(PATTERN_CLASSES.items()):
+    for column, name in enumerate(REPORT_ORDER):
+        label, colour = PATTERN_STYLE[name]
         ax.bar(range(len(rows)), shares[:, column], bottom=bottom, color=colour, label=label, width=0.7)
         bottom += shares[:, column]
     ax.set_ylabel("share of latents")

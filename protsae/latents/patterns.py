@@ -51,6 +51,11 @@ from protsae.codes.maxima import MaxActivations
 
 PATTERNS = ("dead", "not_enough_data", "periodic", "point", "motif_short", "motif_medium", "motif_long",
             "whole", "other")
+"""Table 2's classes in the order `classify` tries them."""
+REPORT_ORDER = ("point", "periodic", "motif_short", "motif_medium", "motif_long", "whole", "other",
+                "not_enough_data", "dead")
+"""The same classes as summaries and figures list them: the verdicts first, the two "no verdict"
+classes last."""
 N_TOP = 12  # the number of sequences InterProt's visualiser shows
 TOP_FRACTION = 0.75
 MIN_TOP = 5
@@ -464,6 +469,12 @@ def activation_patterns(
         "test_max": pairs.test_max,
         "top_proteins": [";".join(ids[bounds[j]:bounds[j + 1]]) for j in range(maxima.n_latents)],
     })
+
+
+def pattern_columns(counts: Mapping[str, int]) -> dict[str, int]:
+    """``pattern_<class>`` count columns of a summary row, in `REPORT_ORDER`, from the ``counts``
+    of `summarise_patterns`."""
+    return {f"pattern_{name}": counts.get(name, 0) for name in REPORT_ORDER}
 
 
 def summarise_patterns(table: pd.DataFrame) -> dict:

@@ -6,7 +6,8 @@ import sys
 import pandas as pd
 import pytest
 
-from protsae.figures.latents import PATTERN_CLASSES, plot_latent_figure
+from protsae.figures.latents import PATTERN_STYLE, plot_latent_figure
+from protsae.latents.patterns import REPORT_ORDER
 from protsae.figures.sae import plot_sae_sweep, sweep_rows
 
 
@@ -42,7 +43,7 @@ def test_empty_sweep_is_an_error(tmp_path):
 def latent_rows():
     rows = []
     for layer in (1, 2, 3, 4):
-        counts = {f"pattern_{name}": 0 for name in PATTERN_CLASSES}
+        counts = {f"pattern_{name}": 0 for name in REPORT_ORDER}
         counts |= {"pattern_point": 100 * layer, "pattern_motif_short": 50, "pattern_dead": 10}
         rows.append(dict(layer=layer, variant="topk", k=32, width=2048, n_latents=2048,
                          n_family_specific=3 * layer, **counts))
@@ -65,3 +66,9 @@ def test_figures_load_without_torch():
     """Figure jobs only plot tables; importing torch would cost each of them seconds."""
     code = "import sys, protsae.figures; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_every_pattern_class_has_a_style():
+    from protsae.latents.patterns import PATTERNS
+
+    assert set(PATTERN_STYLE) == set(REPORT_ORDER) == set(PATTERNS) and len(REPORT_ORDER) == len(PATTERNS)

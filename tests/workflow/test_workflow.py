@@ -32,9 +32,10 @@ def workdir_copy(tmp_path: Path) -> Path:
     return work
 
 
-def snakemake(args, cwd, check=True):
+def snakemake(args, cwd, check=True, umask=None):
     env = os.environ | {"PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run(SNAKEMAKE + args, cwd=cwd, capture_output=True, text=True, env=env)
+    proc = subprocess.run(SNAKEMAKE + args, cwd=cwd, capture_output=True, text=True, env=env,
+                          umask=-1 if umask is None else umask)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -99,11 +100,12 @@ def test_dry_run(configfile, tmp_path):
     n_saes = len(sae_grid(config["sae"]["sweeps"]))
     assert jobs["train_sae"] == n_saes
     # Cached: the training set, the probe tasks (raw probes read their activations) and, when codes
-    # come from the cache, the evaluation set.
-    cached = ["uniref50"] + [f"probe_{task}" for task in config["probes"]["tasks"]]
+    # come from the cache, the evaluation set; the last two are sampled as their sections say.
+    shards = config["datasets"]["uniref50"]["n_shards"]
+    shards += sum(task.get("sample", {}).get("n_shards", 1) for task in config["probes"]["tasks"].values())
     if config.get("encode", {}).get("source", "cache") == "cache":
-        cached.append(config["evalset"]["dataset"])
-    assert jobs["cache_activations"] == sum(config["datasets"][name]["n_shards"] for name in cached)
+        shards += config["evalset"].get("sample", {}).get("n_shards", 1)
+    assert jobs["cache_activations"] == shards
     assert jobs["activation_manifest"] == len(config["layers"])
     assert "projected activation caches" in proc.stderr
     # The latent analyses: one evaluation set, every SAE characterised, the four figures.
@@ -131,6 +133,45 @@ def test_paper_config_is_paper_scale():
     assert sweeps["layers"]["k"] == [64] and sweeps["layers"]["width"] == [4096]
 
 
+def test_derived_datasets_are_declared_once(tmp_path):
+    """The evaluation set and the probe tasks are datasets the workflow makes; declaring one again
+    under datasets is an error that names both places."""
+    work = workdir_copy(tmp_path)
+    bad = yaml.safe_load((Path(REPO) / "config/tiny.yaml").read_text())
+    bad["datasets"]["swissprot"] = {"fasta": "results/evalsets/swissprot/representatives.fasta", "n_sequences": 100}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    proc = snakemake(["-n", "--configfile", str(tmp_path / "bad.yaml")], cwd=work, check=False)
+    assert proc.returncode != 0 and "datasets.swissprot" in proc.stderr and "evalset.sample" in proc.stderr
+
+
+SITECUSTOMIZE = """
+import atexit, sys
+atexit.register(lambda: open({out!r}, "w").write("\\n".join(sorted(sys.modules))))
+"""
+
+
+def test_building_the_dag_imports_nothing_heavy(tmp_path):
+    """A dry run of the paper config loads neither torch nor transformers, and of protsae only the
+    light modules (pyarrow comes with pandas, which Snakemake's SLURM plugin imports itself)."""
+    work = workdir_copy(tmp_path)
+    config = yaml.safe_load((Path(REPO) / "config/esm2_650m.yaml").read_text())
+    for path in user_inputs(config):
+        (work / path).parent.mkdir(parents=True, exist_ok=True)
+        (work / path).touch()
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SITECUSTOMIZE.format(out=str(tmp_path / "modules.txt")))
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(SNAKEMAKE + ["-n", "--quiet", "--configfile", "config/esm2_650m.yaml"], cwd=work,
+                          env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    modules = set((tmp_path / "modules.txt").read_text().split())
+    assert "protsae.spec" in modules  # the hook saw the workflow's imports
+    assert not {"torch", "transformers"} & modules
+    assert {m for m in modules if m.startswith("protsae")} == {
+        "protsae", "protsae.spec", "protsae.activations", "protsae.activations.sizes"}
+
+
 def test_bad_config_names_the_key(tmp_path):
     work = workdir_copy(tmp_path)
     bad = yaml.safe_load((Path(REPO) / "config/tiny.yaml").read_text())
@@ -143,7 +184,7 @@ def test_bad_config_names_the_key(tmp_path):
 @pytest.mark.slow
 def test_tiny_config_end_to_end(tmp_path):
     work = workdir_copy(tmp_path)
-    snakemake(["--cores", "2", "--configfile", "config/tiny.yaml"], cwd=work)
+    snakemake(["--cores", "2", "--configfile", "config/tiny.yaml"], cwd=work, umask=0o022)
     config = yaml.safe_load((Path(REPO) / "config/tiny.yaml").read_text())
     results = work / "results" / config["model"]["name"]
 
@@ -234,6 +275,38 @@ def test_tiny_config_end_to_end(tmp_path):
     # Nothing changed: nothing to do.
     proc = snakemake(["-n", "--configfile", "config/tiny.yaml"], cwd=work)
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+    # Outputs honour the umask (the run above used 022): readable by the group and others.
+    for path in (results / "sae/uniref50/summary.tsv", sae / "sae.safetensors", sae / "metrics.json",
+                 results / "activations/uniref50/layer1/shard0.parquet", results / "latents/swissprot/summary.tsv",
+                 results / "codes/uniref50/layer2/topk_k4_w64/shard1.parquet", results / "figures/fig4_probes_per_layer.png"):
+        assert path.stat().st_mode & 0o777 == 0o644, path
+
+    # Where and how jobs run changes no number, so it reruns nothing: moving to a GPU node (model,
+    # SAE training, evaluation and encoding devices), threads, memory, runtime, checkpoint cadence,
+    # the projected mean length.
+    moved = yaml.safe_load((Path(REPO) / "config/tiny.yaml").read_text())
+    moved["model"] |= {"device": "cuda", "allow_download": True}
+    moved["sae"]["training"] |= {"device": "cuda", "threads": 8, "mem_mb": 64000, "runtime": 600, "gpus": 1,
+                                 "checkpoint_minutes": 5, "checkpoint_every": 3}
+    moved["sae"]["evaluation"] |= {"device": "cuda:0", "gpus": 1}
+    moved["encode"] |= {"device": "cuda", "gpus": 1, "threads": 4}
+    moved["activations"] |= {"threads": 8, "gpus": 1, "mem_mb": 1000, "runtime": 5}
+    moved["datasets"]["uniref50"]["expected_mean_length"] = 999
+    moved["evalset"]["sample"]["expected_mean_length"] = 999
+    (tmp_path / "moved.yaml").write_text(yaml.safe_dump(moved))
+    proc = snakemake(["-n", "--configfile", str(tmp_path / "moved.yaml")], cwd=work)
+    assert "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout
+
+    # What changes numbers reruns exactly what depends on it: the splice evaluation's seed reruns
+    # every SAE's evaluation, the summary and the sweep figures, nothing upstream or downstream.
+    reseeded = yaml.safe_load((Path(REPO) / "config/tiny.yaml").read_text())
+    reseeded["sae"]["evaluation"]["seed"] = 1
+    (tmp_path / "reseeded.yaml").write_text(yaml.safe_dump(reseeded))
+    proc = snakemake(["-n", "--configfile", str(tmp_path / "reseeded.yaml")], cwd=work)
+    assert planned_jobs(proc.stdout + proc.stderr) == {
+        "all": 1, "evaluate_sae": 6, "sae_summary": 1, "sae_sweep_figure": 2,
+    }
 
     # Changing one SAE's k reruns only that SAE, its codes and latent tables, and the summaries
     # and figures built on it.

@@ -2,10 +2,11 @@
 from the per-residue tracks of its top test sequences."""
 
 from protsae.codes.maxima import MaxActivations
+from protsae.files import write_json, write_tsv
 from protsae.latents.evalset import read_split
 from protsae.latents.patterns import activation_patterns, summarise_patterns
-from protsae.files import atomic_path, write_json
 from protsae.logs import setup_logging
+from protsae.spec import SAESpec
 
 log = setup_logging(snakemake.log[0])
 maxima = MaxActivations.load(snakemake.input.maxima)
@@ -15,14 +16,7 @@ table = activation_patterns(
     list(snakemake.input.codes), maxima, test, split["length"].to_dict(),
     n_top=snakemake.params.n_top, fraction=snakemake.params.top_fraction, min_top=snakemake.params.min_top,
 )
-summary = {
-    "variant": snakemake.wildcards.variant,
-    "layer": int(snakemake.wildcards.layer),
-    "k": int(snakemake.wildcards.k),
-    "width": int(snakemake.wildcards.width),
-    **summarise_patterns(table),
-}
-with atomic_path(snakemake.output.table) as tmp:
-    table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+summary = {**SAESpec.from_wildcards(snakemake.wildcards, snakemake.config["sae"]["train_dataset"]).coordinates(), **summarise_patterns(table)}
+write_tsv(table, snakemake.output.table)
 write_json(snakemake.output.summary, summary)
 log.info("%s", summary)

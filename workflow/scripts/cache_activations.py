@@ -6,10 +6,10 @@ import torch
 
 from protsae.activations.cache import cache_activations
 from protsae.activations.sizes import human_bytes, projected_cache_bytes
-from protsae.models import load_model
-from protsae.sequences.fasta import read_sequences
 from protsae.files import write_json
 from protsae.logs import setup_logging
+from protsae.models import load_model
+from protsae.sequences.fasta import read_sequences
 
 log = setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
@@ -17,7 +17,8 @@ settings = snakemake.params.activations
 layers = snakemake.params.layers
 shard_fasta = Path(snakemake.input.shards) / f"shard{snakemake.wildcards.shard}.fasta"
 sequences = read_sequences(shard_fasta)
-model = load_model(snakemake.params.model)
+# The whole model section: params leave out where it runs (device), which changes no number.
+model = load_model(snakemake.config["model"])
 positions = snakemake.params.positions_per_sequence
 n_tokens = sum(len(seq) if positions is None else min(positions, len(seq)) for _, seq in sequences)
 log.info("projected: %d tokens x d_model %d x %s = %s per layer, %s for %d layers", n_tokens, model.d_model,

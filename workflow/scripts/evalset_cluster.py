@@ -1,7 +1,7 @@
 """Snakemake script: cluster the evaluation proteins with mmseqs and keep one per cluster."""
 
-from protsae.latents.evalset import ClusterParams, cluster_representatives
 from protsae.files import write_json
+from protsae.latents.evalset import ClusterParams, cluster_representatives
 from protsae.logs import setup_logging
 
 log = setup_logging(snakemake.log[0])

@@ -1,7 +1,7 @@
 """Snakemake script: seeded train/test split of the sampled evaluation representatives."""
 
-from protsae.latents.evalset import write_split
 from protsae.files import write_json
+from protsae.latents.evalset import write_split
 from protsae.logs import setup_logging
 
 log = setup_logging(snakemake.log[0])

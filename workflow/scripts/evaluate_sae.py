@@ -4,17 +4,20 @@ from pathlib import Path
 
 import torch
 
-from protsae.sae.splice import heldout_sequences, splice_metrics
-from protsae.models import load_model, resolve_device
-from protsae.sae.io import load_sae
 from protsae.files import write_json
 from protsae.logs import setup_logging
+from protsae.models import load_model, resolve_device
+from protsae.sae.io import load_sae
+from protsae.sae.splice import heldout_sequences, splice_metrics
+from protsae.spec import SAESpec
 
 log = setup_logging(snakemake.log[0])
+spec = SAESpec.from_wildcards(snakemake.wildcards)
 torch.set_num_threads(snakemake.threads)
 settings = snakemake.params.evaluation
-model = load_model(snakemake.params.model | {"device": settings["device"]})
-sae = load_sae(Path(snakemake.input.weights).parent).to(resolve_device(settings["device"]))
+device = snakemake.config["sae"]["evaluation"]["device"]
+model = load_model(snakemake.config["model"] | {"device": device})
+sae = load_sae(Path(snakemake.input.weights).parent).to(resolve_device(device))
 sequences = heldout_sequences(
     snakemake.input.sequences,
     holdout_fraction=snakemake.params.holdout["holdout_fraction"],
@@ -27,7 +30,7 @@ log.info("splicing %s into %s layer %s on %d held-out sequences", Path(snakemake
 metrics = splice_metrics(
     model,
     sae,
-    int(snakemake.wildcards.layer),
+    spec.layer,
     sequences,
     mask_prob=settings["mask_prob"],
     seed=settings["seed"],
@@ -35,4 +38,4 @@ metrics = splice_metrics(
     progress=True,
 )
 log.info("%s", metrics)
-write_json(snakemake.output[0], metrics)
+write_json(snakemake.output[0], {"sae": spec.as_dict(), **metrics})

@@ -1,8 +1,8 @@
 """Snakemake script: InterPro family labels of the evaluation representatives, from the
 configured sources in priority order."""
 
-from protsae.latents.families import label_proteins, write_labels
 from protsae.files import write_json
+from protsae.latents.families import label_proteins, write_labels
 from protsae.logs import setup_logging
 
 log = setup_logging(snakemake.log[0])

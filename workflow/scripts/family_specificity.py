@@ -2,11 +2,16 @@
 annotation-gap candidates of its family-specific latents."""
 
 from protsae.codes.maxima import MaxActivations
+from protsae.files import write_json, write_tsv
 from protsae.latents.evalset import read_split
 from protsae.latents.families import filter_types, read_labels
-from protsae.latents.specificity import family_f1_sweep, gap_candidates, summarise_family_f1
-from protsae.files import atomic_path, write_json
+from protsae.latents.specificity import (
+         family_f1_sweep,
+         gap_candidates,
+         summarise_family_f1,
+)
 from protsae.logs import setup_logging
+from protsae.spec import SAESpec
 
 log = setup_logging(snakemake.log[0])
 maxima = MaxActivations.load(snakemake.input.maxima)
@@ -19,18 +24,13 @@ table = family_f1_sweep(maxima, split, labels, thresholds=snakemake.params.thres
 cutoff = snakemake.params.f1_cutoff
 gaps = gap_candidates(table, maxima, split, labels, f1_cutoff=cutoff)
 summary = {
-    "variant": snakemake.wildcards.variant,
-    "layer": int(snakemake.wildcards.layer),
-    "k": int(snakemake.wildcards.k),
-    "width": int(snakemake.wildcards.width),
+    **SAESpec.from_wildcards(snakemake.wildcards, snakemake.config["sae"]["train_dataset"]).coordinates(),
     "family_types": "/".join(snakemake.params.types) if snakemake.params.types else "any",
     "n_test_proteins": int((split == "test").sum()),
     **summarise_family_f1(table, f1_cutoff=cutoff),
     "n_gap_candidates": len(gaps),
 }
-with atomic_path(snakemake.output.table) as tmp:
-    table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
-with atomic_path(snakemake.output.gaps) as tmp:
-    gaps.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+write_tsv(table, snakemake.output.table)
+write_tsv(gaps, snakemake.output.gaps)
 write_json(snakemake.output.summary, summary)
 log.info("%s", summary)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from protsae.files import atomic_path
+from protsae.files import write_tsv
 from protsae.logs import setup_logging
 
 log = setup_logging(snakemake.log[0])
@@ -16,6 +16,5 @@ for path in snakemake.input:
     stats = {f"coef_{key}": value for key, value in result.pop("coefficient_stats").items()}
     rows.append({key: value for key, value in result.items() if not isinstance(value, (dict, list))} | stats)
 table = pd.DataFrame(rows).sort_values(["task", "layer", "features"])
-with atomic_path(snakemake.output[0]) as tmp:
-    table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+write_tsv(table, snakemake.output[0])
 log.info("\n%s", table[["task", "layer", "features", "metric", "test_score"]].to_string(index=False))

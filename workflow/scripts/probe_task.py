@@ -1,9 +1,9 @@
 """Snakemake script: load one probe task, subsample it, split it by homology clusters and write
 its sequences and labels."""
 
-from protsae.probes.tasks import assign_splits, load_task, subsample, write_task
 from protsae.files import write_json
 from protsae.logs import setup_logging
+from protsae.probes.tasks import assign_splits, load_task, subsample, write_task
 
 log = setup_logging(snakemake.log[0])
 task = snakemake.params.task

@@ -2,10 +2,10 @@
 
 from pathlib import Path
 
-from protsae.models import model_alphabet
-from protsae.sequences.sampling import sample_fasta
 from protsae.files import write_json
 from protsae.logs import setup_logging
+from protsae.models import model_alphabet
+from protsae.sequences.sampling import sample_fasta
 
 log = setup_logging(snakemake.log[0])
 dataset = snakemake.params.dataset
