@@ -141,7 +141,8 @@ def test_derived_datasets_are_declared_once(tmp_path):
     bad["datasets"]["swissprot"] = {"fasta": "results/evalsets/swissprot/representatives.fasta", "n_sequences": 100}
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
     proc = snakemake(["-n", "--configfile", str(tmp_path / "bad.yaml")], cwd=work, check=False)
-    assert proc.returncode != 0 and "datasets.swissprot" in proc.stderr and "evalset.sample" in proc.stderr
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "datasets.swissprot" in text and "evalset.sample" in text
 
 
 SITECUSTOMIZE = """
