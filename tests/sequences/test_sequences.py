@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from protsae.sequences import fasta
+from protsae.sequences import fasta as fasta_module
 from protsae.sequences.fasta import (
     FastaFormatError,
     FastaRecord,
@@ -125,9 +125,9 @@ def test_duplicate_id_names_both_lines(tmp_path):
 def test_duplicate_detection_across_chunks_and_hash_collisions(tmp_path, monkeypatch, weak_hash):
     # Tiny chunks exercise the merge into the sorted array; a hash with 7 values makes most IDs
     # collide, so only the re-read of the headers can tell real duplicates from collisions.
-    monkeypatch.setattr(fasta, "_DUPLICATE_CHUNK", 3)
+    monkeypatch.setattr(fasta_module, "_DUPLICATE_CHUNK", 3)
     if weak_hash:
-        monkeypatch.setattr(fasta, "_id_hash", lambda seq_id: sum(map(ord, seq_id)) % 7)
+        monkeypatch.setattr(fasta_module, "_id_hash", lambda seq_id: sum(map(ord, seq_id)) % 7)
     ids = [f"id{i}" for i in range(40)]
     clean = write_text(tmp_path / "clean.fa", "".join(f">{i}\nMK\n" for i in ids))
     assert [r.seq_id for r in read_fasta(clean)] == ids
