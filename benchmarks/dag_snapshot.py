@@ -25,6 +25,8 @@ from pathlib import Path
 
 import yaml
 
+from protsae.spec import user_inputs
+
 REPO = Path(__file__).resolve().parent.parent
 WORKFLOW_PARTS = ["Snakefile", "rules", "config", "workflow", "envs", "resources/demo"]
 
@@ -40,29 +42,12 @@ def _plain(value):
     return str(value)
 
 
-def _user_inputs(config: dict) -> list[str]:
-    """Files the config names that no rule makes."""
-    paths = [d["fasta"] for d in config["datasets"].values() if not d["fasta"].startswith("results/")]
-    if "evalset" in config:
-        families = config["families"]
-        paths += [config["evalset"]["sequences"], families["entries"]]
-        paths += [source["path"] for source in families["sources"]]
-        paths += [families["pfam2interpro"]] if families.get("pfam2interpro") else []
-    for task in config.get("probes", {}).get("tasks", {}).values():
-        for key, value in task["data"].items():
-            if key.endswith("path"):
-                paths.append(value)
-            elif key.endswith("paths"):
-                paths += list(value.values()) if isinstance(value, dict) else list(value)
-    return paths
-
-
 def _workdir(config_path: Path, scratch: Path) -> Path:
     work = scratch / "work"
     (work / "resources").mkdir(parents=True)
     for part in WORKFLOW_PARTS:
         (work / part).symlink_to(REPO / part)
-    for path in _user_inputs(yaml.safe_load(config_path.read_text())):
+    for path in user_inputs(yaml.safe_load(config_path.read_text())):
         if not (work / path).exists():
             (work / path).parent.mkdir(parents=True, exist_ok=True)
             (work / path).touch()
@@ -72,7 +57,12 @@ def _workdir(config_path: Path, scratch: Path) -> Path:
 def snapshot(configfile: str) -> list[dict]:
     """Every job of the forced dry-run DAG of ``configfile`` (relative to the repository)."""
     from snakemake.api import SnakemakeApi
-    from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings
+    from snakemake.settings.types import (
+        ConfigSettings,
+        DAGSettings,
+        OutputSettings,
+        ResourceSettings,
+    )
 
     with tempfile.TemporaryDirectory() as scratch:
         work = _workdir(REPO / configfile, Path(scratch))

@@ -46,13 +46,13 @@ import pandas as pd
 from scipy.sparse import csc_array
 
 from protsae.codes.maxima import MaxActivations
+from protsae.files import write_json
 from protsae.latents.specificity import (
     DEFAULT_THRESHOLDS,
     SWEEP_COLUMNS,
     family_f1_sweep,
     summarise_family_f1,
 )
-from protsae.files import write_json
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from protsae.models.unirep import UniRep, package_weights_path
 from protsae.files import write_json
+from protsae.models.unirep import UniRep, package_weights_path
 
 DATA = Path(__file__).resolve().parent.parent / "resources" / "demo"
 

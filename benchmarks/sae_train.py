@@ -40,8 +40,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from protsae.sae.config import SAEConfig
+from protsae.sae.train import (
+    TrainConfig,
+    evaluate,
+    make_optimizer,
+    train_sae,
+    training_step,
+)
 from protsae.sae.variants import TopKSAE, make_sae
-from protsae.sae.train import TrainConfig, evaluate, make_optimizer, train_sae, training_step
 
 REPO = Path(__file__).resolve().parent.parent
 

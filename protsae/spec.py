@@ -114,3 +114,30 @@ class Layout:
 
     def figure(self, name: str) -> str:
         return f"{self.results}/figures/{name}.png"
+
+
+def task_data_paths(data: Mapping) -> list[str]:
+    """The files a probe task's loader reads: every value under its ``data`` whose key ends in
+    ``path`` (one file) or ``paths`` (a list, or a mapping of names to files)."""
+    paths = []
+    for key, value in data.items():
+        if key.endswith("path"):
+            paths.append(value)
+        elif key.endswith("paths"):
+            paths += list(value.values()) if isinstance(value, Mapping) else list(value)
+    return paths
+
+
+def user_inputs(config: Mapping) -> list[str]:
+    """The files a config names that no rule makes: the user's inputs (datasets' FASTAs, the
+    evaluation set and its label sources, the probe tasks' data)."""
+    paths = [d["fasta"] for d in config["datasets"].values() if not d["fasta"].startswith("results/")]
+    if "evalset" in config:
+        families = config["families"]
+        paths += [config["evalset"]["sequences"], families["entries"]]
+        paths += [source["path"] for source in families["sources"]]
+        paths += [families["pfam2interpro"]] if families.get("pfam2interpro") else []
+    for task in config.get("probes", {}).get("tasks", {}).values():
+        paths += task_data_paths(task["data"])
+    return paths
+

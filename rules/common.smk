@@ -4,7 +4,7 @@ import itertools
 import sys
 
 from protsae.activations.sizes import human_bytes, model_width, projected_cache_bytes
-from protsae.spec import SAE_FOLDER, SAE_NAME, Layout, SAESpec
+from protsae.spec import SAE_FOLDER, Layout, SAESpec, task_data_paths
 
 MODEL = config["model"]["name"]
 LAYOUT = Layout(MODEL)
@@ -235,14 +235,8 @@ def probe_task_settings(task):
 
 
 def probe_task_inputs(wc):
-    """The files a task's loader reads: every value under its ``data`` whose key ends in path(s)."""
-    inputs = []
-    for key, value in probe_task_config(wc.task)["data"].items():
-        if key.endswith("path"):
-            inputs.append(value)
-        elif key.endswith("paths"):
-            inputs += list(value.values()) if isinstance(value, dict) else list(value)
-    return {"data": inputs}
+    """The files a task's loader reads."""
+    return {"data": task_data_paths(probe_task_config(wc.task)["data"])}
 
 
 def probe_sae_specs():

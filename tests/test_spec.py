@@ -40,3 +40,18 @@ def test_spec_does_not_pull_in_heavy_modules():
 
     code = "import sys, protsae.spec, protsae.activations.sizes; print(sorted({'torch', 'pyarrow', 'transformers'} & set(sys.modules)))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+
+
+def test_user_inputs_are_the_files_no_rule_makes():
+    from protsae.spec import task_data_paths, user_inputs
+
+    assert task_data_paths({"format": "tape_ss", "paths": {"train": "a.json", "valid": "b.json"}}) == ["a.json", "b.json"]
+    assert task_data_paths({"format": "x", "labels_path": "l.tsv", "fasta_paths": ["a.fa", "b.fa"]}) == [
+        "l.tsv", "a.fa", "b.fa"]
+    config = {
+        "datasets": {"uniref50": {"fasta": "u.fa"}, "made": {"fasta": "results/x.fa"}},
+        "evalset": {"sequences": "sp.dat"},
+        "families": {"entries": "entry.list", "sources": [{"path": "sp.dat"}], "pfam2interpro": None},
+        "probes": {"tasks": {"t": {"data": {"path": "t.csv"}}}},
+    }
+    assert user_inputs(config) == ["u.fa", "sp.dat", "entry.list", "sp.dat", "t.csv"]

@@ -17,6 +17,7 @@ from conftest import REPO
 
 from protsae.activations.storage import list_type
 from protsae.latents.patterns import PATTERNS
+from protsae.spec import user_inputs
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 WORKFLOW_PARTS = ["Snakefile", "rules", "config", "workflow", "envs", "resources/demo"]
@@ -62,23 +63,6 @@ def sae_grid(sweeps: list[dict]) -> set[tuple]:
     """The distinct (variant, layer, k, width) of some config sweeps."""
     return {(sweep.get("variant", "topk"), layer, k, width) for sweep in sweeps
             for layer in sweep["layers"] for k in sweep["k"] for width in sweep["width"]}
-
-
-def user_inputs(config: dict) -> list[str]:
-    """The input files a config names that no rule makes."""
-    paths = [d["fasta"] for d in config["datasets"].values() if not d["fasta"].startswith("results/")]
-    if "evalset" in config:
-        families = config["families"]
-        paths += [config["evalset"]["sequences"], families["entries"]]
-        paths += [source["path"] for source in families["sources"]]
-        paths += [families["pfam2interpro"]] if families.get("pfam2interpro") else []
-    for task in config.get("probes", {}).get("tasks", {}).values():
-        for key, value in task["data"].items():
-            if key.endswith("path"):
-                paths.append(value)
-            elif key.endswith("paths"):
-                paths += list(value.values()) if isinstance(value, dict) else list(value)
-    return paths
 
 
 def test_lint_is_clean():
