@@ -90,6 +90,10 @@ class Layout:
     def activations(self, dataset: str = "{dataset}", layer: int | str = "{layer}") -> str:
         return f"{self.results}/activations/{dataset}/layer{layer}"
 
+    def activation_stats(self, dataset: str = "{dataset}", shard: int | str = "{shard}") -> str:
+        """What caching one shard measured (all layers at once)."""
+        return f"{self.results}/activations/{dataset}/stats/shard{shard}.json"
+
     def sae(self, spec: SAESpec | None = None) -> str:
         """An SAE's directory (weights, config, metrics, splice evaluation)."""
         if spec is None:
@@ -114,6 +118,16 @@ class Layout:
 
     def figure(self, name: str) -> str:
         return f"{self.results}/figures/{name}.png"
+
+    @staticmethod
+    def evalset(name: str) -> str:
+        """An evaluation set's clusters, representatives and labels (model-independent)."""
+        return f"results/evalsets/{name}"
+
+    @staticmethod
+    def probe_task(task: str = "{task}") -> str:
+        """A probe task's sequences, labels and split (model-independent)."""
+        return f"results/probes/{task}"
 
 
 def task_data_paths(data: Mapping) -> list[str]:

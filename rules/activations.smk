@@ -7,7 +7,7 @@ rule cache_activations:
         shards=f"{LAYOUT.sequences()}/shards",
     output:
         parquet=[f"{LAYOUT.activations(layer=layer)}/shard{{shard}}.parquet" for layer in LAYERS],
-        stats=f"{RESULTS}/activations/{{dataset}}/stats/shard{{shard}}.json",
+        stats=LAYOUT.activation_stats(),
     params:
         model=model_settings(),
         layers=LAYERS,
@@ -34,7 +34,7 @@ rule activation_manifest:
             f"{LAYOUT.activations(wc.dataset, wc.layer)}/shard{shard}.parquet" for shard in shard_ids(wc.dataset)
         ],
         stats=lambda wc: [
-            f"{RESULTS}/activations/{wc.dataset}/stats/shard{shard}.json" for shard in shard_ids(wc.dataset)
+            LAYOUT.activation_stats(wc.dataset, shard) for shard in shard_ids(wc.dataset)
         ],
     output:
         f"{LAYOUT.activations()}/manifest.json",

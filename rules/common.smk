@@ -14,7 +14,8 @@ LAYERS = sorted(config["layers"])
 TRAIN_DATASET = config["sae"]["train_dataset"]
 # The latent analyses (rules/latents.smk) run when the config names an evaluation set.
 EVALSET = config["evalset"]["dataset"] if "evalset" in config else None
-EVALSETS = f"results/evalsets/{EVALSET}"
+EVALSETS = LAYOUT.evalset(EVALSET)
+REPRESENTATIVES = f"{EVALSETS}/representatives.fasta"
 LATENTS = LAYOUT.latents_root(EVALSET)
 # Linear probes (rules/probes.smk) run when the config names probe tasks.
 PROBE_TASKS = sorted(config["probes"]["tasks"]) if "probes" in config else []
@@ -75,7 +76,7 @@ def _derived_datasets():
     if "evalset" in config:
         evalset = config["evalset"]
         derived[EVALSET] = dict(
-            fasta=f"{EVALSETS}/representatives.fasta", max_length=evalset["max_length"],
+            fasta=REPRESENTATIVES, max_length=evalset["max_length"],
             min_length=evalset["min_length"], **evalset["sample"], key="evalset.sample",
         )
     for task in PROBE_TASKS:
@@ -83,7 +84,7 @@ def _derived_datasets():
         sample = dict(task_config["sample"])
         if sample["n_sequences"] is None:
             sample["n_sequences"] = task_config["max_items"] or 1_000_000
-        derived[probe_dataset(task)] = dict(fasta=f"results/probes/{task}/sequences.fasta", max_length=1022,
+        derived[probe_dataset(task)] = dict(fasta=f"{LAYOUT.probe_task(task)}/sequences.fasta", max_length=1022,
                                             min_length=1, **sample, key=f"probes.tasks.{task}.sample")
     for name, dataset in derived.items():
         key = dataset.pop("key")
@@ -203,7 +204,7 @@ def latent_targets():
 def family_label_inputs(wc):
     """The files the label sources read, the entry table, and the representatives they label."""
     families = config["families"]
-    inputs = {"representatives": f"{EVALSETS}/representatives.fasta", "entries": families["entries"]}
+    inputs = {"representatives": REPRESENTATIVES, "entries": families["entries"]}
     inputs["sources"] = [source["path"] for source in families["sources"]]
     if families["pfam2interpro"]:
         inputs["pfam2interpro"] = families["pfam2interpro"]
@@ -278,7 +279,7 @@ def probe_fit_spec(wc):
 def probe_fit_inputs(wc):
     dataset = probe_dataset(wc.task)
     inputs = {
-        "labels": f"results/probes/{wc.task}/labels.tsv",
+        "labels": f"{LAYOUT.probe_task(wc.task)}/labels.tsv",
         "lengths": f"{LAYOUT.sequences(dataset)}/lengths.tsv",
         "sequences": f"{LAYOUT.sequences(dataset)}/sample.fasta",
     }

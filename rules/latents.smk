@@ -12,7 +12,7 @@ rule evalset_cluster:
     input:
         sequences=config["evalset"]["sequences"],
     output:
-        fasta=f"{EVALSETS}/representatives.fasta",
+        fasta=REPRESENTATIVES,
         clusters=f"{EVALSETS}/clusters.tsv",
         stats=f"{EVALSETS}/cluster_stats.json",
     params:

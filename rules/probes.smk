@@ -8,9 +8,9 @@ rule probe_task:
     input:
         unpack(probe_task_inputs),
     output:
-        fasta="results/probes/{task}/sequences.fasta",
-        labels="results/probes/{task}/labels.tsv",
-        stats="results/probes/{task}/stats.json",
+        fasta=f"{LAYOUT.probe_task()}/sequences.fasta",
+        labels=f"{LAYOUT.probe_task()}/labels.tsv",
+        stats=f"{LAYOUT.probe_task()}/stats.json",
     wildcard_constraints:
         task="|".join(PROBE_TASKS) or "NO_TASKS",
     params:
