@@ -16,7 +16,8 @@ table = activation_patterns(
     list(snakemake.input.codes), maxima, test, split["length"].to_dict(),
     n_top=snakemake.params.n_top, fraction=snakemake.params.top_fraction, min_top=snakemake.params.min_top,
 )
-summary = {**SAESpec.from_wildcards(snakemake.wildcards, snakemake.config["sae"]["train_dataset"]).coordinates(), **summarise_patterns(table)}
+spec = SAESpec.from_wildcards(snakemake.wildcards, snakemake.config["sae"]["train_dataset"])
+summary = {**spec.coordinates(), **summarise_patterns(table)}
 write_tsv(table, snakemake.output.table)
 write_json(snakemake.output.summary, summary)
 log.info("%s", summary)

@@ -5,15 +5,12 @@ from protsae.codes.maxima import MaxActivations
 from protsae.files import write_json, write_tsv
 from protsae.latents.evalset import read_split
 from protsae.latents.families import filter_types, read_labels
-from protsae.latents.specificity import (
-         family_f1_sweep,
-         gap_candidates,
-         summarise_family_f1,
-)
+from protsae.latents.specificity import family_f1_sweep, gap_candidates, summarise_family_f1
 from protsae.logs import setup_logging
 from protsae.spec import SAESpec
 
 log = setup_logging(snakemake.log[0])
+spec = SAESpec.from_wildcards(snakemake.wildcards, snakemake.config["sae"]["train_dataset"])
 maxima = MaxActivations.load(snakemake.input.maxima)
 split = read_split(snakemake.input.split)["split"]
 labels = filter_types(read_labels(snakemake.input.labels), snakemake.params.types)
@@ -24,7 +21,7 @@ table = family_f1_sweep(maxima, split, labels, thresholds=snakemake.params.thres
 cutoff = snakemake.params.f1_cutoff
 gaps = gap_candidates(table, maxima, split, labels, f1_cutoff=cutoff)
 summary = {
-    **SAESpec.from_wildcards(snakemake.wildcards, snakemake.config["sae"]["train_dataset"]).coordinates(),
+    **spec.coordinates(),
     "family_types": "/".join(snakemake.params.types) if snakemake.params.types else "any",
     "n_test_proteins": int((split == "test").sum()),
     **summarise_family_f1(table, f1_cutoff=cutoff),
