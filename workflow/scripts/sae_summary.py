@@ -16,7 +16,7 @@ for metrics_path, splice_path in zip(snakemake.input.metrics, snakemake.input.sp
     splice = json.loads(Path(splice_path).read_text())
     spec = SAESpec.from_dict(splice["sae"])
     rows.append({
-        **spec.coordinates(),
+        "layer": spec.layer, "variant": spec.variant, "k": spec.k, "width": spec.width,
         **json.loads(Path(metrics_path).read_text()),
         **{key: splice[key] for key in ("delta_ce", "loss_recovered", "delta_ce_with_error", "ce_clean")},
         "path": str(Path(metrics_path).parent),
