@@ -63,10 +63,6 @@ class SAESpec:
         """Where the SAE sits in the sweeps: variant, layer, k, width (the summary tables' keys)."""
         return {"variant": self.variant, "layer": self.layer, "k": self.k, "width": self.width}
 
-    def sort_key(self) -> tuple:
-        """Summary tables list SAEs by layer, variant, k, width."""
-        return self.layer, self.variant, self.k, self.width
-
 
 @dataclass(frozen=True)
 class Layout:
