@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import io
 import os
+import string
 import zlib
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple
@@ -19,6 +20,8 @@ import numpy as np
 from protsae.files import atomic_path
 
 _GZIP_MAGIC = b"\x1f\x8b"
+_RESIDUE_CHARS = frozenset(string.ascii_letters + "*")
+"""Characters of a sequence line: ASCII letters, and ``*`` (a stop, dropped at the end)."""
 
 
 _DUPLICATE_CHUNK = 1 << 20
@@ -44,15 +47,65 @@ class FastaRecord(NamedTuple):
     line: int
 
 
-def open_text(path: Path) -> io.TextIOBase:
-    """Open ``path`` for reading text, decompressing when it starts with the gzip magic bytes."""
+def is_gzip(path: Path) -> bool:
     with open(path, "rb") as probe:
-        is_gzip = probe.read(2) == _GZIP_MAGIC
-    # errors="replace": a stray byte in a description must not stop a 60M-record pass; in a
-    # sequence line it becomes U+FFFD, which the alphabet policy then reports as a letter.
-    if is_gzip:
-        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
-    return open(path, encoding="utf-8", errors="replace")
+        return probe.read(2) == _GZIP_MAGIC
+
+
+def open_text(path: Path) -> io.TextIOBase:
+    """Open ``path`` for reading text, decompressing when it starts with the gzip magic bytes.
+
+    Bytes that are not UTF-8 become lone surrogates (``surrogateescape``), never a silent U+FFFD,
+    so `read_fasta` can name the line that holds one.
+    """
+    if is_gzip(path):
+        return gzip.open(path, "rt", encoding="utf-8", errors="surrogateescape")
+    return open(path, encoding="utf-8", errors="surrogateescape")
+
+
+def _gzip_damage(path: Path) -> str | None:
+    """Why the gzip archive at ``path`` is damaged (a failed CRC or length check, a truncated or
+    corrupt stream), or None when it decompresses intact."""
+    try:
+        with gzip.open(path, "rb") as handle:
+            while handle.read(1 << 24):
+                pass
+    except (EOFError, gzip.BadGzipFile, zlib.error) as err:
+        return str(err) or type(err).__name__
+    return None
+
+
+def _describe_char(char: str) -> str:
+    if "\udc80" <= char <= "\udcff":
+        return f"the byte 0x{ord(char) - 0xDC00:02x} (not UTF-8)"
+    if char in "-.":
+        return f"the gap character {char!r}"
+    if char.isdigit():
+        return f"the digit {char!r}"
+    return f"the character {char!r}"
+
+
+def _check_header(path: Path, line_no: int, text: str) -> None:
+    """A header must be UTF-8: a replaced byte would silently change (and may merge) IDs."""
+    if text.isascii():
+        return
+    for column, char in enumerate(text.rstrip("\r\n"), start=1):
+        if "\udc80" <= char <= "\udcff":
+            raise FastaFormatError(
+                f"{path}, line {line_no}: the header holds {_describe_char(char)} at column {column}; "
+                "re-encode the file as UTF-8"
+            )
+
+
+def _check_residues(path: Path, line_no: int, text: str, seq_id: str) -> None:
+    """Only letters (and ``*``, a stop) are residues; gaps, digits and anything else would shift
+    every later position if they were kept or mapped to an unknown residue."""
+    for column, char in enumerate(text, start=1):
+        if char not in _RESIDUE_CHARS and not char.isspace():
+            raise FastaFormatError(
+                f"{path}, line {line_no}: record {seq_id!r} holds {_describe_char(char)} at column "
+                f"{column}; only letters are residues (ungap aligned sequences, strip numbered lines)"
+            )
 
 
 def _id_hash(seq_id: str) -> int:
@@ -158,12 +211,29 @@ def read_fasta(path: str | os.PathLike) -> Iterator[FastaRecord]:
     """Stream the records of a FASTA file, plain or gzip (detected by magic bytes), in one pass.
 
     Blank lines are ignored. Raises `FastaFormatError` naming the file and the line for: sequence
-    data before the first header, a header with an empty ID, a header with no sequence (followed
-    by another header or the end of the file), a duplicate ID (both lines named; may be raised up
-    to `_DUPLICATE_CHUNK` records after the duplicate, see `_SeenIds`), a truncated or corrupt gzip
-    stream, and a file with no records at all.
+    data before the first header, a header with an empty ID, a header that is not UTF-8, a
+    sequence line holding anything but letters and ``*`` (gap characters, digits, bytes that are
+    not UTF-8: never residues), a header with no sequence (followed by another header or the end
+    of the file), a duplicate ID (both lines named; may be raised up to `_DUPLICATE_CHUNK` records
+    after the duplicate, see `_SeenIds`), a truncated or corrupt gzip stream, and a file with no
+    records at all. When a gzip file's error comes from a damaged archive (its CRC fails, say),
+    the message blames the archive first.
     """
     path = Path(path)
+    try:
+        yield from _read_records(path)
+    except FastaFormatError as err:
+        already_blamed = isinstance(err.__cause__, (EOFError, gzip.BadGzipFile, zlib.error))
+        damage = _gzip_damage(path) if is_gzip(path) and not already_blamed else None
+        if damage is None:
+            raise
+        raise FastaFormatError(
+            f"{path}: the gzip archive is damaged ({damage}); fetch it again. What it decompressed to "
+            f"fails as: {err}"
+        ) from err
+
+
+def _read_records(path: Path) -> Iterator[FastaRecord]:
     seen = _SeenIds(path)
     header: tuple[str, str, int] | None = None
     parts: list[str] = []
@@ -187,6 +257,7 @@ def read_fasta(path: str | os.PathLike) -> Iterator[FastaRecord]:
                 if text.startswith(">"):
                     if header is not None:
                         yield finish()
+                    _check_header(path, line_no, text)
                     words = text[1:].split(None, 1)
                     if not words:
                         raise FastaFormatError(f"{path}, line {line_no}: header has an empty ID")
@@ -201,6 +272,8 @@ def read_fasta(path: str | os.PathLike) -> Iterator[FastaRecord]:
                     raise FastaFormatError(
                         f"{path}, line {line_no}: sequence data before the first '>' header"
                     )
+                if not (residues.isascii() and residues.isalpha()):
+                    _check_residues(path, line_no, text, header[0])
                 parts.append(residues)
     except (EOFError, gzip.BadGzipFile, zlib.error) as err:
         raise FastaFormatError(f"{path}, after line {line_no}: cannot read: {err}") from err

@@ -149,6 +149,62 @@ def test_truncated_gzip_is_a_format_error(tmp_path):
         list(read_fasta(fasta))
 
 
+@pytest.mark.parametrize(
+    ("text", "line", "column", "phrase"),
+    [
+        (">a\nMKV-LL--A\n", 2, 4, "the gap character '-'"),
+        (">a\nMKV\nLL.A\n", 3, 3, "the gap character '.'"),
+        (">a\n1 MKVLLA 11\n", 2, 1, "the digit '1'"),
+        (">a\nMK#V\n", 2, 3, "the character '#'"),
+        (">a\nMK\xe9V\n", 2, 3, "the character 'é'"),
+    ],
+)
+def test_gaps_digits_and_symbols_are_never_residues(tmp_path, text, line, column, phrase):
+    """Under every alphabet policy: the reader stops before a policy could map them to X."""
+    for name in ("gapped.fa", "gapped.fa.gz"):
+        fasta = write_text(tmp_path / name, text)
+        with pytest.raises(FastaFormatError) as info:
+            list(read_fasta(fasta))
+        message = str(info.value)
+        assert f"{fasta}, line {line}: record 'a' holds {phrase} at column {column}" in message
+        assert "only letters are residues" in message
+
+
+def test_bytes_that_are_not_utf8_are_named_never_replaced(tmp_path):
+    header = tmp_path / "header.fa"
+    header.write_bytes(b">a ok\nMK\n>b caf\xe9 protein\nMK\n")
+    with pytest.raises(FastaFormatError, match=r"header.fa, line 3: the header holds the byte 0xe9 "
+                                               r"\(not UTF-8\) at column 7"):
+        list(read_fasta(header))
+    # Two IDs that differ only in an invalid byte are not merged into one (and reported as duplicates).
+    ids = tmp_path / "ids.fa"
+    ids.write_bytes(b">p\xff\nMK\n>p\xfe\nMK\n")
+    with pytest.raises(FastaFormatError, match="line 1: the header holds the byte 0xff"):
+        list(read_fasta(ids))
+    sequence = tmp_path / "sequence.fa"
+    sequence.write_bytes(b">a\nMK\xffV\n")
+    with pytest.raises(FastaFormatError, match="line 2: record 'a' holds the byte 0xff \\(not UTF-8\\)"):
+        list(read_fasta(sequence))
+    # Valid UTF-8 beyond ASCII in a description is fine.
+    fine = tmp_path / "fine.fa"
+    fine.write_bytes(">a café protein\nMK\n".encode())
+    assert list(read_fasta(fine)) == [FastaRecord("a", "café protein", "MK", 1)]
+
+
+def test_damaged_gzip_is_blamed_on_the_archive(tmp_path):
+    """A corrupt archive whose bytes still decompress (stored blocks) fails its CRC: the message
+    says so instead of blaming the record the damage lands in."""
+    data = bytearray(gzip.compress(b">a\nMKVLLA\n>b\nMKVLLA\n", compresslevel=0, mtime=0))
+    data[data.index(b"VLLA")] = ord("7")
+    fasta = tmp_path / "damaged.fa.gz"
+    fasta.write_bytes(bytes(data))
+    with pytest.raises(FastaFormatError) as info:
+        list(read_fasta(fasta))
+    message = str(info.value)
+    assert message.startswith(f"{fasta}: the gzip archive is damaged (CRC check failed")
+    assert "record 'a' holds the digit '7'" in message
+
+
 def test_uniprot_accession():
     assert uniprot_accession("sp|P12345|NAME_HUMAN") == "P12345"
     assert uniprot_accession("tr|A0A024R161|A0A024R161_HUMAN") == "A0A024R161"
