@@ -6,6 +6,7 @@ that looks complete and colleagues on a shared cluster can read the results.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import tempfile
@@ -44,6 +45,18 @@ def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
     """Delete the temporary files `atomic_path` left in ``directory`` when its process was killed
     (SIGKILL skips the clean-up); call it only where no other process is writing there."""
     stale = sorted(Path(directory).glob(".*.tmp"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def remove_stale_temporaries_of(paths) -> list[Path]:
+    """Delete the temporaries `atomic_path` left for these target files only, so a job can clean
+    up after its own killed predecessor in a folder other jobs are writing to."""
+    stale = []
+    for path in map(Path, paths):
+        if path.parent.is_dir():
+            stale += sorted(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
     for path in stale:
         path.unlink(missing_ok=True)
     return stale

@@ -87,7 +87,7 @@ class Layout:
         return f"{self.results}/activations/{dataset}/layer{layer}"
 
     def activation_stats(self, dataset: str = "{dataset}", shard: int | str = "{shard}") -> str:
-        """What caching one shard measured (all layers at once)."""
+        """What caching one shard measured (all layers at once), with each file's size and sha256."""
         return f"{self.results}/activations/{dataset}/stats/shard{shard}.json"
 
     def sae(self, spec: SAESpec | None = None) -> str:

@@ -173,6 +173,7 @@ def encoding_input(wc):
     inputs = {"weights": sae_file(spec, "sae.safetensors"), "config": sae_file(spec, "config.json")}
     if config["encode"]["source"] == "cache":
         inputs["activations"] = f"{LAYOUT.activations(wc.dataset, wc.layer)}/shard{wc.shard}.parquet"
+        inputs["manifest"] = f"{LAYOUT.activations(wc.dataset, wc.layer)}/manifest.json"
     else:
         inputs["sequences"] = f"{LAYOUT.sequences(wc.dataset)}/shards"
     return inputs
@@ -288,6 +289,7 @@ def probe_fit_inputs(wc):
         inputs["activations"] = [
             f"{LAYOUT.activations(dataset, wc.layer)}/shard{s}.parquet" for s in shard_ids(dataset)
         ]
+        inputs["manifest"] = f"{LAYOUT.activations(dataset, wc.layer)}/manifest.json"
     else:
         inputs["codes"] = code_shards(dataset, spec)
     return inputs

@@ -21,13 +21,14 @@ from tqdm.auto import tqdm
 
 from protsae import __version__
 from protsae.activations.batches import token_budget_batches
+from protsae.activations.manifest import file_sha256
 from protsae.activations.storage import (
     DEFAULT_COMPRESSION,
     FORMAT_VERSION,
     act_column,
     shard_schema,
 )
-from protsae.files import atomic_path
+from protsae.files import atomic_path, remove_stale_temporaries_of
 from protsae.models import ProteinLM
 
 log = logging.getLogger("protsae.activations")
@@ -139,13 +140,16 @@ def cache_activations(
 
     sequences: (seq_id, residues) pairs. out_paths: {layer: parquet path}. max_tokens: padded
     token budget per batch. positions_per_sequence: cache a seeded random subset of residue
-    positions per sequence (None = all). All files appear together, or none does.
+    positions per sequence (None = all). All files appear together, or none does; the temporaries
+    a killed earlier call left for these files are deleted first.
     """
     if not sequences:
         raise ValueError("no sequences to cache")
     layers = sorted(set(layers))
     if set(out_paths) != set(layers):
         raise ValueError(f"out_paths covers layers {sorted(out_paths)}, expected {layers}")
+    for stale in remove_stale_temporaries_of(out_paths.values()):
+        log.info("removed %s, left by an interrupted caching job", stale)
     base_metadata = {
         "protsae_format": FORMAT_VERSION,
         "protsae_version": __version__,
@@ -187,9 +191,12 @@ def cache_activations(
             bar.update(tokens.n_residues)
     bar.close()
     stats.total_seconds = time.perf_counter() - start
+    # The checksum is taken here, by the writer, once: the manifest and every reader check the
+    # file against it, so nothing later can record an altered shard as good.
     for layer in layers:
-        n_rows = pq.ParquetFile(out_paths[layer]).metadata.num_rows
-        stats.layers[layer] = {"path": str(out_paths[layer]), "n_tokens": n_rows}
+        path = Path(out_paths[layer])
+        stats.layers[layer] = {"path": str(path), "n_tokens": pq.ParquetFile(path).metadata.num_rows,
+                               "bytes": path.stat().st_size, "sha256": file_sha256(path)}
     stats.n_tokens = stats.layers[layers[0]]["n_tokens"]
     return stats
 

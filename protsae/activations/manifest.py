@@ -1,4 +1,11 @@
-"""The manifest of one (dataset, layer) cache: model, counts and per-shard checksums."""
+"""The manifest of one (dataset, layer) cache: model, counts and per-shard checksums, and the
+check every reader of a shard makes against it before use.
+
+A shard's checksum is recorded once, by the caching job that wrote it (in its stats file); the
+manifest copies it after checking the file still matches, so a shard altered on disk (bit rot, a
+truncated copy, an edit) is never re-recorded as good. Readers verify the shards they use against
+the manifest, once per job and file.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +21,11 @@ from protsae.activations.storage import shard_metadata
 from protsae.files import write_json
 
 
+class ShardIntegrityError(ValueError):
+    """A shard is missing, truncated or altered since it was written; the message names it and
+    the command that rebuilds it."""
+
+
 def file_sha256(path: str | Path, chunk: int = 1 << 24) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -22,13 +34,61 @@ def file_sha256(path: str | Path, chunk: int = 1 << 24) -> str:
     return digest.hexdigest()
 
 
+def rebuild_command(path: str | Path) -> str:
+    return f"rm -f {path} && snakemake --cores all {path} (with the run's --configfile)"
+
+
+def verify_shard(path: str | Path, sha256: str, n_bytes: int, recorded_in: str | Path) -> None:
+    """Raise `ShardIntegrityError` unless the file at ``path`` is the one whose size and checksum
+    ``recorded_in`` holds."""
+    path = Path(path)
+    if not path.exists():
+        problem = "is missing"
+    elif (size := path.stat().st_size) != n_bytes:
+        problem = f"has {size:,} bytes, {n_bytes:,} when it was written (truncated or altered)"
+    elif file_sha256(path) != sha256:
+        problem = "does not match the checksum recorded when it was written (altered on disk)"
+    else:
+        return
+    raise ShardIntegrityError(
+        f"activation shard {path} {problem} (recorded in {recorded_in}); rebuild it: {rebuild_command(path)}"
+    )
+
+
+def verified_manifest(manifest_path: str | Path, paths: Sequence[str | Path] | None = None) -> dict:
+    """The manifest at ``manifest_path``, after checking the shards it lists (or only those of
+    ``paths``, which must be among them) against their recorded sizes and checksums."""
+    manifest = json.loads(Path(manifest_path).read_text())
+    shards = {shard["path"]: shard for shard in manifest["shards"]}
+    wanted = list(shards) if paths is None else [str(path) for path in paths]
+    for path in wanted:
+        if path not in shards:
+            raise ShardIntegrityError(f"{manifest_path} does not list the shard {path}")
+        verify_shard(path, shards[path]["sha256"], shards[path]["bytes"], manifest_path)
+    return manifest
+
+
 def write_manifest(shard_paths: Sequence[str | Path], stats_paths: Sequence[str | Path], layer: int,
                    out_path: str | Path, dataset: str) -> dict:
-    """Manifest of one (dataset, layer) cache: model, layer, dtype, counts, per-shard checksums."""
+    """Manifest of one (dataset, layer) cache: model, layer, dtype, counts, per-shard checksums.
+
+    Each shard is checked against the size and checksum its caching job recorded in its stats
+    file before anything of it is read.
+    """
     shards = []
     model = d_model = storage_dtype = positions = None
     for shard_path, stats_path in zip(shard_paths, stats_paths):
-        parquet = pq.ParquetFile(shard_path)
+        job = json.loads(Path(stats_path).read_text())
+        if str(layer) not in job["layers"]:
+            raise ValueError(f"{stats_path}: its caching job wrote layers {sorted(map(int, job['layers']))}, "
+                             f"not layer {layer} ({shard_path})")
+        written = job["layers"][str(layer)]
+        if "sha256" not in written:
+            raise ShardIntegrityError(
+                f"{stats_path} records no checksum for {shard_path} (cached by an older protsae); "
+                f"rebuild it: {rebuild_command(shard_path)}"
+            )
+        verify_shard(shard_path, written["sha256"], written["bytes"], stats_path)
         meta = shard_metadata(shard_path)
         if meta["layer"] != layer:
             raise ValueError(f"{shard_path} holds layer {meta['layer']}, expected {layer}")
@@ -37,12 +97,11 @@ def write_manifest(shard_paths: Sequence[str | Path], stats_paths: Sequence[str 
             storage_dtype, positions = meta["storage_dtype"], meta["positions_per_sequence"]
         elif meta["model"] != model:
             raise ValueError(f"{shard_path} was cached with a different model than {shard_paths[0]}")
-        job = json.loads(Path(stats_path).read_text())
         shards.append({
             "path": str(shard_path),
-            "sha256": file_sha256(shard_path),
-            "bytes": Path(shard_path).stat().st_size,
-            "n_tokens": parquet.metadata.num_rows,
+            "sha256": written["sha256"],
+            "bytes": written["bytes"],
+            "n_tokens": pq.ParquetFile(shard_path).metadata.num_rows,
             "n_sequences": job["n_sequences"],
             "n_residues": job["n_residues"],
         })
@@ -63,12 +122,3 @@ def write_manifest(shard_paths: Sequence[str | Path], stats_paths: Sequence[str 
     }
     write_json(out_path, manifest)
     return manifest
-
-
-def verify_manifest(manifest_path: str | Path) -> None:
-    """Raise if any shard listed in a manifest is missing or altered."""
-    manifest = json.loads(Path(manifest_path).read_text())
-    for shard in manifest["shards"]:
-        if file_sha256(shard["path"]) != shard["sha256"]:
-            raise ValueError(f"{shard['path']} does not match the checksum in {manifest_path}")
-

@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from protsae.activations.manifest import file_sha256
 from protsae.activations.stream import ActivationStream, read_heldout
 from protsae.files import atomic_path, remove_stale_temporaries, write_json
 from protsae.sae.config import SAEConfig, TrainConfig
@@ -43,6 +44,7 @@ from protsae.sae.variants import ForwardOutput, TopKSAE, make_sae
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.pt"
+STALE_CHECKPOINT_FILE = "checkpoint.stale.pt"
 CHECKPOINT_VERSION = 1
 # Settings that may change between an interrupted run and its resumption.
 _RESUMABLE_CHANGES = {"device", "log_every", "checkpoint_every", "checkpoint_minutes"}
@@ -239,10 +241,12 @@ class _Run:
     """Time spent in the step loop, by every call that worked on this run."""
 
 
-def _run_identity(shard_paths: list[str], sae_config: SAEConfig, cfg: TrainConfig) -> dict:
-    """What a checkpoint must agree on to be resumed by this run."""
+def _run_identity(shard_paths: list[str], shard_checksums: list[str], sae_config: SAEConfig,
+                  cfg: TrainConfig) -> dict:
+    """What a checkpoint must agree on to be resumed by this run: the settings, and the data by
+    content (the shards' checksums), not only by path, since a rebuilt cache reuses the paths."""
     train = {key: value for key, value in asdict(cfg).items() if key not in _RESUMABLE_CHANGES}
-    return {"sae": asdict(sae_config), "train": train, "shard_paths": shard_paths}
+    return {"sae": asdict(sae_config), "train": train, "shard_paths": shard_paths, "shard_sha256": shard_checksums}
 
 
 def _save_checkpoint(path: Path, identity: dict, run: _Run, train_seconds: float) -> None:
@@ -264,22 +268,34 @@ def _save_checkpoint(path: Path, identity: dict, run: _Run, train_seconds: float
         torch.save(state, tmp)
 
 
-def _load_checkpoint(path: Path, identity: dict, run: _Run) -> None:
-    """Restore ``run`` and the torch RNG from ``path``, refusing a checkpoint whose identity
-    differs from ``identity`` (naming the settings that differ)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+def _checkpoint_differences(state: dict, identity: dict) -> list[str]:
+    """What makes a saved run another run than ``identity``'s (empty when it can be resumed)."""
     if state.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(f"{path}: checkpoint version {state.get('version')}, this code reads {CHECKPOINT_VERSION}")
+        return [f"checkpoint version {state.get('version')}, this code reads {CHECKPOINT_VERSION}"]
     saved = state["identity"]
     differences = [
         f"{part}.{key}" for part in ("sae", "train") for key in identity[part]
         if saved[part].get(key) != identity[part][key]
-    ] + (["shard_paths"] if saved["shard_paths"] != identity["shard_paths"] else [])
+    ]
+    if saved["shard_paths"] != identity["shard_paths"]:
+        differences.append("the training shards")
+    elif saved.get("shard_sha256") != identity["shard_sha256"]:
+        differences.append("the training shards' content (their checksums)")
+    return differences
+
+
+def _load_checkpoint(path: Path, identity: dict, run: _Run) -> bool:
+    """Restore ``run`` and the torch RNG from ``path`` and return True; a checkpoint of another
+    run (other settings, other data) is set aside as ``checkpoint.stale.pt`` with a warning
+    naming what differs, and False is returned: the run starts afresh."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    differences = _checkpoint_differences(state, identity)
     if differences:
-        raise ValueError(
-            f"{path} was written by a run with other settings ({', '.join(differences)}); "
-            "delete it to train from scratch"
-        )
+        stale = path.with_name(STALE_CHECKPOINT_FILE)
+        path.replace(stale)
+        logger.warning("not resuming from %s: it was written by another run (%s); moved it to %s and "
+                       "training from scratch", path, ", ".join(differences), stale)
+        return False
     run.sae.load_state_dict(state["sae"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
@@ -287,6 +303,7 @@ def _load_checkpoint(path: Path, identity: dict, run: _Run) -> None:
     torch.set_rng_state(state["torch_rng"])
     run.step, run.tokens_seen = state["step"], state["tokens_seen"]
     run.history, run.train_seconds = state["history"], state["train_seconds"]
+    return True
 
 
 def _start(
@@ -311,8 +328,7 @@ def _start(
     # A killed run may have died while writing a checkpoint; its last complete one still counts.
     for stale in remove_stale_temporaries(checkpoint_path.parent) if checkpoint_path.parent.is_dir() else []:
         logger.info("removed %s, left by an interrupted write", stale)
-    if checkpoint_path.exists():
-        _load_checkpoint(checkpoint_path, identity, run)
+    if checkpoint_path.exists() and _load_checkpoint(checkpoint_path, identity, run):
         logger.info(
             "resuming from %s at step %d of %d (%d tokens seen)", checkpoint_path, run.step, n_steps, run.tokens_seen
         )
@@ -453,6 +469,7 @@ def _finish(
     _write_history(out_dir / "history.csv", run.history)
     _plot_history(out_dir / "loss_curve.png", run.history, title)
     (out_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
+    (out_dir / STALE_CHECKPOINT_FILE).unlink(missing_ok=True)
     return metrics
 
 
@@ -464,6 +481,7 @@ def train_sae(
     progress: bool = True,
     title: str | None = None,
     stop_after_steps: int | None = None,
+    shard_checksums: Sequence[str] | None = None,
 ) -> dict | None:
     """Train an SAE on the activations in ``shard_paths`` and write it, with its evaluation, to
     ``out_dir``: ``sae.safetensors``, ``config.json`` (SAE and training settings, provenance),
@@ -472,7 +490,9 @@ def train_sae(
     While training, ``checkpoint.pt`` in ``out_dir`` holds the state of the run (weights,
     optimiser, schedule, dead-latent counters, RNG, history, batches consumed), rewritten every
     ``checkpoint_every`` steps or ``checkpoint_minutes``; a call that finds one resumes from it
-    and deletes it once the outputs are written. ``stop_after_steps`` ends the call after that
+    and deletes it once the outputs are written. A checkpoint of other settings or other data
+    (``shard_checksums``, the manifest's; computed from the files when not given) is never
+    resumed: it is set aside as ``checkpoint.stale.pt`` with a warning, and training starts afresh. ``stop_after_steps`` ends the call after that
     many steps with a checkpoint and returns None (for time-limited jobs and tests).
 
     Returns the metrics written to ``metrics.json``.
@@ -497,7 +517,9 @@ def train_sae(
     lr = cfg.lr if cfg.lr is not None else default_lr(sae_config.n_latents)
     n_steps = cfg.n_tokens // cfg.batch_size
     checkpoint_path = out_dir / CHECKPOINT_FILE
-    identity = _run_identity(shard_paths, sae_config, cfg)
+    if shard_checksums is None:
+        shard_checksums = [file_sha256(path) for path in shard_paths]
+    identity = _run_identity(shard_paths, list(shard_checksums), sae_config, cfg)
 
     run, batches = _start(stream, sae_config, cfg, lr, n_steps, device, checkpoint_path, identity)
     logger.info(

@@ -1,6 +1,7 @@
 """Caching: batching, position subsets, the Parquet round trip, manifests, atomic failure."""
 
 import json
+import os
 
 import numpy as np
 import pyarrow as pa
@@ -9,7 +10,7 @@ import pytest
 
 from protsae.activations.batches import random_batches, token_budget_batches
 from protsae.activations.cache import cache_activations, sample_positions
-from protsae.activations.manifest import file_sha256, verify_manifest, write_manifest
+from protsae.activations.manifest import ShardIntegrityError, file_sha256, verified_manifest, write_manifest
 from protsae.activations.sizes import projected_cache_bytes
 from protsae.activations.storage import act_column, list_type, read_acts
 
@@ -107,27 +108,89 @@ def test_failure_leaves_no_files(tiny_model, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_manifest_counts_and_checksums(tiny_model, tmp_path):
+def cached_shards(model, tmp_path, n_shards=2):
     shards, stats_files = [], []
-    for shard in range(2):
-        sequences = random_sequences(10, seed=shard)
+    for shard in range(n_shards):
         path = tmp_path / f"shard{shard}.parquet"
-        stats = cache_activations(tiny_model, sequences, [2], {2: path}, progress=False)
+        stats = cache_activations(model, random_sequences(10, seed=shard), [2], {2: path}, progress=False)
         stats_path = tmp_path / f"shard{shard}.json"
         stats_path.write_text(json.dumps(stats.as_dict()))
         shards.append(path)
         stats_files.append(stats_path)
+    return shards, stats_files
+
+
+def test_manifest_counts_and_checksums(tiny_model, tmp_path):
+    shards, stats_files = cached_shards(tiny_model, tmp_path)
     manifest = write_manifest(shards, stats_files, layer=2, out_path=tmp_path / "manifest.json", dataset="toy")
     assert manifest["n_shards"] == 2 and manifest["n_sequences"] == 20
     assert manifest["n_tokens"] == sum(pq.ParquetFile(p).metadata.num_rows for p in shards)
     assert manifest["model"]["name"] == tiny_model.name and manifest["d_model"] == tiny_model.d_model
-    verify_manifest(tmp_path / "manifest.json")
-    with open(shards[0], "ab") as handle:
-        handle.write(b"tampered")
-    with pytest.raises(ValueError, match="checksum"):
-        verify_manifest(tmp_path / "manifest.json")
-    with pytest.raises(ValueError, match="layer 2, expected 3"):
+    assert [s["sha256"] for s in manifest["shards"]] == [file_sha256(p) for p in shards]
+    assert verified_manifest(tmp_path / "manifest.json") == manifest
+    with pytest.raises(ValueError, match=r"wrote layers \[2\], not layer 3"):
         write_manifest(shards[1:], stats_files[1:], layer=3, out_path=tmp_path / "m3.json", dataset="toy")
+
+
+def flip_byte(path, keep_mtime):
+    stat = path.stat()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    if keep_mtime:
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+@pytest.mark.parametrize("keep_mtime", [False, True])
+def test_a_flipped_byte_is_caught_by_readers_and_never_re_recorded(tiny_model, tmp_path, keep_mtime):
+    shards, stats_files = cached_shards(tiny_model, tmp_path)
+    write_manifest(shards, stats_files, layer=2, out_path=tmp_path / "manifest.json", dataset="toy")
+    flip_byte(shards[1], keep_mtime)
+    # A reader checks before use (bit rot keeps the mtime: nothing else would notice) ...
+    with pytest.raises(ShardIntegrityError) as info:
+        verified_manifest(tmp_path / "manifest.json")
+    message = str(info.value)
+    assert f"activation shard {shards[1]} does not match the checksum recorded when it was written" in message
+    assert f"rm -f {shards[1]} && snakemake --cores all {shards[1]}" in message
+    verified_manifest(tmp_path / "manifest.json", [shards[0]])  # the intact one alone is fine
+    # ... and a rerun of the manifest (the shard looks newer) refuses to record the altered file.
+    with pytest.raises(ShardIntegrityError, match=f"{shards[1]} does not match"):
+        write_manifest(shards, stats_files, layer=2, out_path=tmp_path / "again.json", dataset="toy")
+    assert not (tmp_path / "again.json").exists()
+
+
+def test_a_truncated_or_deleted_shard_is_named(tiny_model, tmp_path):
+    shards, stats_files = cached_shards(tiny_model, tmp_path)
+    write_manifest(shards, stats_files, layer=2, out_path=tmp_path / "manifest.json", dataset="toy")
+    size = shards[0].stat().st_size
+    with open(shards[0], "r+b") as handle:
+        handle.truncate(size // 2)
+    for check in (lambda: verified_manifest(tmp_path / "manifest.json"),
+                  lambda: write_manifest(shards, stats_files, 2, tmp_path / "m.json", dataset="toy")):
+        with pytest.raises(ShardIntegrityError, match=rf"{shards[0]} has {size // 2:,} bytes, {size:,} when it was written"):
+            check()
+    shards[1].unlink()
+    with pytest.raises(ShardIntegrityError, match=rf"{shards[1]} is missing .*rebuild it: rm -f"):
+        verified_manifest(tmp_path / "manifest.json", [shards[1]])
+
+
+def test_a_stats_file_without_checksum_is_refused(tiny_model, tmp_path):
+    shards, stats_files = cached_shards(tiny_model, tmp_path, n_shards=1)
+    stats = json.loads(stats_files[0].read_text())
+    del stats["layers"]["2"]["sha256"]
+    stats_files[0].write_text(json.dumps(stats))
+    with pytest.raises(ShardIntegrityError, match="records no checksum"):
+        write_manifest(shards, stats_files, 2, tmp_path / "m.json", dataset="toy")
+
+
+def test_caching_removes_the_temporaries_its_killed_predecessor_left(tiny_model, tmp_path):
+    """SIGKILL skips atomic_path's clean-up; the rerun deletes its own leftovers, not its neighbours'."""
+    own = tmp_path / ".shard0.parquet.k1ll3d.tmp"
+    neighbour = tmp_path / ".shard1.parquet.wr1t1ng.tmp"
+    for path in (own, neighbour):
+        path.write_bytes(b"half a shard")
+    cache_activations(tiny_model, random_sequences(5), [2], {2: tmp_path / "shard0.parquet"}, progress=False)
+    assert not own.exists() and neighbour.exists()
 
 
 def test_projected_size():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ from conftest import write_shard
 from safetensors.torch import load_file
 
 from protsae.sae import train as trainer
+from protsae.activations.manifest import file_sha256
 from protsae.sae.config import SAEConfig
 from protsae.sae.train import (
     CHECKPOINT_FILE,
@@ -146,13 +148,38 @@ def test_a_killed_process_resumes_to_identical_weights(tmp_path):
     assert_same_run(run, tmp_path / "full")
 
 
-def test_a_checkpoint_of_other_settings_is_refused(tmp_path):
+def test_a_checkpoint_of_other_settings_is_set_aside(tmp_path, caplog):
     shards = write_data(tmp_path)
     sae_cfg, train_cfg = configs()
     train_sae(shards, sae_cfg, train_cfg, tmp_path / "run", progress=False, stop_after_steps=5)
     other = TrainConfig(**{**vars(train_cfg), "seed": 4})
-    with pytest.raises(ValueError, match=r"other settings \(train.seed\)"):
+    with caplog.at_level(logging.WARNING, logger="protsae"):
         train_sae(shards, sae_cfg, other, tmp_path / "run", progress=False)
+    assert "another run (train.seed)" in caplog.text and "checkpoint.stale.pt" in caplog.text
+    train_sae(shards, sae_cfg, other, tmp_path / "fresh", progress=False)
+    assert_same_run(tmp_path / "run", tmp_path / "fresh")
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == sorted(p.name for p in (tmp_path / "fresh").iterdir())
+
+
+def test_a_checkpoint_of_other_data_at_the_same_paths_is_never_resumed(tmp_path, caplog):
+    """The cache was rebuilt (another sampling seed, say) under the same shard paths: the
+    checkpoint of the old data must not be resumed, with or without the manifest's checksums."""
+    shards = write_data(tmp_path)
+    sae_cfg, train_cfg = configs()
+    for checksums in (None, "manifest"):
+        run = tmp_path / f"run_{checksums}"
+        train_sae(shards, sae_cfg, train_cfg, run, progress=False, stop_after_steps=5)
+        rng = np.random.default_rng(1)
+        x = (rng.normal(size=(6000, 16)) * 3).astype(np.float16)
+        write_shard(shards[0], [f"a{i}" for i in range(60)], [50] * 60, x[:3000])
+        given = [file_sha256(path) for path in shards] if checksums else None
+        with caplog.at_level(logging.WARNING, logger="protsae"):
+            train_sae(shards, sae_cfg, train_cfg, run, progress=False, shard_checksums=given)
+        assert "the training shards' content" in caplog.text
+        train_sae(shards, sae_cfg, train_cfg, tmp_path / f"fresh_{checksums}", progress=False)
+        assert_same_run(run, tmp_path / f"fresh_{checksums}")
+        shards = write_data(tmp_path)
+        caplog.clear()
 
 
 @pytest.mark.parametrize("variant", ["topk", "batchtopk", "matryoshka", "relu_l1"])

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import torch
 
+from protsae.activations.manifest import verified_manifest
 from protsae.codes.encode import encode_cache, encode_from_model
 from protsae.logs import setup_logging
 from protsae.models import load_model, resolve_device
@@ -17,6 +18,7 @@ device_name = snakemake.config["encode"]["device"]
 device = resolve_device(device_name)
 sae = load_sae(Path(snakemake.input.weights).parent).to(device)
 if settings["source"] == "cache":
+    verified_manifest(snakemake.input.manifest, [snakemake.input.activations])
     stats = encode_cache(sae, snakemake.input.activations, snakemake.output[0],
                          batch_rows=settings["batch_rows"], progress=True)
 else:

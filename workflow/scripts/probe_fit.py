@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from protsae.activations.manifest import verified_manifest
 from protsae.files import write_json, write_tsv
 from protsae.logs import setup_logging
 from protsae.probes.fit import run_probe, sampled_labels, save_coefficients
@@ -17,6 +18,8 @@ torch.set_num_threads(1)
 wildcards = snakemake.wildcards
 raw = wildcards.features == "raw"
 log.info("%s, layer %s, %s", wildcards.task, wildcards.layer, wildcards.features)
+if raw:
+    verified_manifest(snakemake.input.manifest, snakemake.input.activations)
 labels = sampled_labels(snakemake.input.labels, snakemake.input.lengths)
 fit = run_probe(
     wildcards.task, snakemake.params.task, snakemake.params.probes, int(wildcards.layer), wildcards.features, labels,

@@ -1,17 +1,18 @@
 """Snakemake script: train one SAE of the sweep on the cached shards of its layer."""
 
-import json
 from pathlib import Path
 
 import torch
 
+from protsae.activations.manifest import verified_manifest
 from protsae.logs import setup_logging
 from protsae.sae.config import run_configs
 from protsae.sae.train import train_sae
 
 log = setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
-manifest = json.loads(Path(snakemake.input.manifest).read_text())
+# Every shard checked against the checksum recorded when it was written, before training starts.
+manifest = verified_manifest(snakemake.input.manifest)
 wc = snakemake.wildcards
 # The whole section: params.training, the rerun trigger, leaves out the keys that say how the job
 # runs (device, checkpoints) but not what it trains; run_configs skips the resource keys.
@@ -25,6 +26,7 @@ sae_config, train_config = run_configs(
 )
 metrics = train_sae(
     [shard["path"] for shard in manifest["shards"]],
+    shard_checksums=[shard["sha256"] for shard in manifest["shards"]],
     sae_config,
     train_config,
     out_dir=Path(snakemake.output.weights).parent,
