@@ -1,6 +1,9 @@
 # protsae: sparse autoencoders on protein language models (InterProt reproduction).
 # Table of contents; the rules live in rules/, the science in the protsae/ package.
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
+
+from protsae.configcheck import schema_error
 
 min_version("9.0")
 
@@ -11,7 +14,13 @@ if not workflow.config_settings.configfiles:
     configfile: "config/config.yaml"
 
 
-validate(config, schema="config/schema.yaml")
+try:
+    validate(config, schema="config/schema.yaml")
+except WorkflowError as error:
+    short = schema_error(error, workflow.config_settings.configfiles or ["config/config.yaml"])
+    if short is None:
+        raise
+    raise short from None
 
 
 include: "rules/common.smk"

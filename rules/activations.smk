@@ -1,5 +1,6 @@
 # Stage 2: one forward pass per (dataset, shard) writes every configured layer as Parquet;
-# a manifest per (dataset, layer) records the model, counts and per-shard checksums.
+# a manifest per (dataset, layer), all of a dataset's made by one job, records the model, counts and
+# per-shard checksums.
 
 
 rule cache_activations:
@@ -29,19 +30,18 @@ rule cache_activations:
 
 
 rule activation_manifest:
+    """Every layer's manifest of one dataset, from the caching jobs' stats files alone (they record
+    each shard's size, checksum and metadata when it is written; readers check the shards)."""
     input:
-        parquet=lambda wc: [
-            f"{LAYOUT.activations(wc.dataset, wc.layer)}/shard{shard}.parquet" for shard in shard_ids(wc.dataset)
-        ],
-        stats=lambda wc: [
-            LAYOUT.activation_stats(wc.dataset, shard) for shard in shard_ids(wc.dataset)
-        ],
+        stats=lambda wc: [LAYOUT.activation_stats(wc.dataset, shard) for shard in shard_ids(wc.dataset)],
     output:
-        f"{LAYOUT.activations()}/manifest.json",
+        [f"{LAYOUT.activations(layer=layer)}/manifest.json" for layer in LAYERS],
+    params:
+        layers=LAYERS,
     log:
-        f"{LOGS}/activations/{{dataset}}/manifest_layer{{layer}}.log",
+        f"{LOGS}/activations/{{dataset}}/manifest.log",
     benchmark:
-        f"{LOGS}/activations/{{dataset}}/manifest_layer{{layer}}.benchmark.tsv"
+        f"{LOGS}/activations/{{dataset}}/manifest.benchmark.tsv"
     threads: 1
     resources:
         mem_mb=1000,

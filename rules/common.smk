@@ -1,12 +1,15 @@
 # Config look-ups and input functions shared by the stage rules. Nothing heavy is imported here
 # (no torch, pyarrow or transformers), so building the DAG of a paper-scale config takes seconds.
 import itertools
+import re
 import sys
 
-from protsae.activations.sizes import human_bytes, model_width, projected_cache_bytes
+from protsae.activations.sizes import human_bytes, model_shape, projected_cache_bytes
 from protsae.spec import SAE_FOLDER, Layout, SAESpec, task_data_paths
 
 MODEL = config["model"]["name"]
+# Width, depth and length limit of the model, from its config alone (no weights are loaded).
+MODEL_SHAPE = model_shape(config["model"])
 LAYOUT = Layout(MODEL)
 RESULTS = LAYOUT.results
 LOGS = LAYOUT.logs
@@ -84,13 +87,20 @@ def _derived_datasets():
         sample = dict(task_config["sample"])
         if sample["n_sequences"] is None:
             sample["n_sequences"] = task_config["max_items"] or 1_000_000
-        derived[probe_dataset(task)] = dict(fasta=f"{LAYOUT.probe_task(task)}/sequences.fasta", max_length=1022,
+        # The paper's 1022 residues, or fewer where the model accepts fewer.
+        max_length = min(1022, MODEL_SHAPE.max_residues or 1022)
+        derived[probe_dataset(task)] = dict(fasta=f"{LAYOUT.probe_task(task)}/sequences.fasta", max_length=max_length,
                                             min_length=1, **sample, key=f"probes.tasks.{task}.sample")
     for name, dataset in derived.items():
         key = dataset.pop("key")
         if name in config["datasets"]:
             raise ValueError(f"datasets.{name}: the workflow makes this dataset ({key}); remove it from 'datasets'")
         config["datasets"][name] = dataset | {"alphabet_policy": "map_to_unknown", "positions_per_sequence": None}
+        DATASET_KEYS[name] = key.rsplit(".", 1)[0] if name == EVALSET else key
+
+
+# Where the config declares each dataset's settings (the derived ones: under evalset or probes).
+DATASET_KEYS = {}
 
 
 def probe_dataset(task):
@@ -168,20 +178,63 @@ def encoding_targets():
             for path in code_shards(dataset, spec)]
 
 
-def encoding_input(wc):
-    spec = wildcard_spec(wc)
-    inputs = {"weights": sae_file(spec, "sae.safetensors"), "config": sae_file(spec, "config.json")}
-    if config["encode"]["source"] == "cache":
-        inputs["activations"] = f"{LAYOUT.activations(wc.dataset, wc.layer)}/shard{wc.shard}.parquet"
-        inputs["manifest"] = f"{LAYOUT.activations(wc.dataset, wc.layer)}/manifest.json"
-    else:
-        inputs["sequences"] = f"{LAYOUT.sequences(wc.dataset)}/shards"
-    return inputs
-
-
 def evalset_codes(wc):
     """The code shards of the evaluation set under one SAE."""
     return code_shards(EVALSET, wildcard_spec(wc))
+
+
+def encoded_specs():
+    """Dataset -> the SAEs whose codes of it are needed: every SAE over encode.datasets and the
+    evaluation set, the probed SAEs over each probe task."""
+    needed = {dataset: sae_specs() for dataset in config["encode"]["datasets"]}
+    if EVALSET is not None:
+        needed[EVALSET] = sae_specs()
+    for task in PROBE_TASKS:
+        needed[probe_dataset(task)] = list(dict.fromkeys(needed.get(probe_dataset(task), []) + probe_sae_specs()))
+    return needed
+
+
+def encode_source(dataset):
+    """cache, or model for a dataset the workflow would cache only to encode it."""
+    cached_anyway = dataset == TRAIN_DATASET or dataset in {probe_dataset(task) for task in PROBE_TASKS}
+    return "cache" if cached_anyway else config["encode"]["source"]
+
+
+def encode_groups():
+    """One encoding job's worth each: (dataset, layers, SAEs of those layers), one per SAE, per
+    layer or per dataset as encode.group_by says."""
+    groups = []
+    for dataset, specs in encoded_specs().items():
+        if config["encode"]["group_by"] == "sae":
+            groups += [(dataset, [spec.layer], [spec]) for spec in specs]
+            continue
+        layers = sorted({spec.layer for spec in specs})
+        parts = [[layer] for layer in layers] if config["encode"]["group_by"] == "layer" else [layers]
+        groups += [(dataset, part, [spec for spec in specs if spec.layer in part]) for part in parts]
+    return groups
+
+
+def encode_group_name(dataset, layers, specs):
+    """The group's name in its rule's name and its log's path."""
+    if config["encode"]["group_by"] == "sae":
+        return f"{dataset}_layer{specs[0].layer}_{specs[0].name}"
+    span = f"layer{layers[0]}" if len(layers) == 1 else f"layers{layers[0]}-{layers[-1]}"
+    return f"{dataset}_{span}"
+
+
+def activation_shards(dataset, layer):
+    return [f"{LAYOUT.activations(dataset, layer)}/shard{shard}.parquet" for shard in shard_ids(dataset)]
+
+
+def encode_group_inputs(dataset, layers, specs):
+    inputs = {"weights": [sae_file(spec, "sae.safetensors") for spec in specs],
+              "configs": [sae_file(spec, "config.json") for spec in specs]}
+    if encode_source(dataset) == "cache":
+        inputs["activations"] = [path for layer in layers for path in activation_shards(dataset, layer)]
+        inputs["manifests"] = [f"{LAYOUT.activations(dataset, layer)}/manifest.json" for layer in layers]
+    else:
+        inputs["sequences"] = f"{LAYOUT.sequences(dataset)}/shards"
+    return inputs
 
 
 def latent_path(name, spec):
@@ -322,6 +375,11 @@ def _check_sweep_name(key, name):
 
 
 def _check_config():
+    beyond = [layer for layer in LAYERS if MODEL_SHAPE.n_layers is not None and layer > MODEL_SHAPE.n_layers]
+    if beyond:
+        raise ValueError(
+            f"layers: {beyond} beyond model {MODEL}, which has {MODEL_SHAPE.n_layers} blocks (layers 0..{MODEL_SHAPE.n_layers})"
+        )
     names = [sweep["name"] for sweep in config["sae"]["sweeps"]]
     if len(set(names)) != len(names):
         raise ValueError(f"sae.sweeps: sweep names must be unique, got {names}")
@@ -335,8 +393,14 @@ def _check_config():
         if spec.k > spec.width:
             raise ValueError(f"sae.sweeps: k={spec.k} exceeds width={spec.width}")
     for name, dataset in config["datasets"].items():
+        key = DATASET_KEYS.get(name, f"datasets.{name}")
         if dataset["min_length"] > dataset["max_length"]:
-            raise ValueError(f"datasets.{name}: min_length exceeds max_length")
+            raise ValueError(f"{key}: min_length exceeds max_length")
+        if MODEL_SHAPE.max_residues is not None and dataset["max_length"] > MODEL_SHAPE.max_residues:
+            raise ValueError(
+                f"{key}.max_length is {dataset['max_length']}, but model {MODEL} accepts at most "
+                f"{MODEL_SHAPE.max_residues} residues"
+            )
     if EVALSET is not None:
         if "families" not in config:
             raise ValueError("evalset is set but 'families' is missing: the F1 sweep needs family labels")
@@ -357,7 +421,7 @@ def _projected_sizes():
         per_layer = projected_cache_bytes(
             dataset["n_sequences"],
             dataset["expected_mean_length"],
-            model_width(config["model"]),
+            MODEL_SHAPE.d_model,
             config["activations"]["storage_dtype"],
             dataset["positions_per_sequence"],
         )

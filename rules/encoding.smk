@@ -1,28 +1,44 @@
-# Stage 3b: run each trained SAE over a dataset and store only its k non-zero latents per residue
-# (METHODS.md section 4). Later analyses read these codes, never the dense activations. With
-# encode.source: model, the codes come straight from a forward pass, so a large evaluation set
-# needs no dense cache at all.
+# Stage 3b: run the trained SAEs over a dataset and store only their k non-zero latents per residue
+# (METHODS.md section 4). Later analyses read these codes, never the dense activations. Each job
+# encodes a whole dataset, shard after shard, under one SAE (encode.group_by: sae), every SAE of
+# one layer (layer) or every SAE of every layer (dataset) in one pass: a cached shard is read once
+# for all SAEs of its layer, or, with encode.source: model, one forward pass feeds them all and no
+# dense cache is written. The jobs are rules made here, one per group, since their outputs (every
+# SAE's code shards) follow from the config, not from wildcards.
 
+for dataset, layers, specs in encode_groups():
 
-rule encode_codes:
-    input:
-        unpack(encoding_input),
-    output:
-        f"{LAYOUT.codes('{dataset}')}/shard{{shard}}.parquet",
-    params:
-        encode=settings(config["encode"], exclude={"datasets"}),
-        model=model_settings(),
-        max_tokens=config["activations"]["max_tokens"],
-    log:
-        f"{LOGS}/codes/{{dataset}}/{SAE_FOLDER}/shard{{shard}}.log",
-    benchmark:
-        f"{LOGS}/codes/{{dataset}}/{SAE_FOLDER}/shard{{shard}}.benchmark.tsv"
-    threads: config["encode"]["threads"]
-    resources:
-        mem_mb=config["encode"]["mem_mb"],
-        runtime=config["encode"]["runtime"],
-        gpu=config["encode"]["gpus"],
-    conda:
-        "../envs/torch.yaml"
-    script:
-        "../workflow/scripts/encode_codes.py"
+    rule:
+        name:
+            f"encode_codes_{re.sub('[^A-Za-z0-9_]', '_', encode_group_name(dataset, layers, specs))}"
+        input:
+            **encode_group_inputs(dataset, layers, specs),
+        output:
+            [path for spec in specs for path in code_shards(dataset, spec)],
+        params:
+            encode=settings(config["encode"], exclude={"datasets", "group_by"}),
+            source=encode_source(dataset),
+            model=model_settings(),
+            max_tokens=config["activations"]["max_tokens"],
+            storage_dtype=config["activations"]["storage_dtype"],
+            layers=layers,
+            n_shards=len(shard_ids(dataset)),
+            # layer -> (its manifest, its shards), read when the source is the cache.
+            caches={layer: (f"{LAYOUT.activations(dataset, layer)}/manifest.json", activation_shards(dataset, layer))
+                    for layer in layers} if encode_source(dataset) == "cache" else {},
+            # Each SAE of the group: its directory, layer and one code shard per dataset shard.
+            targets=[{"sae": LAYOUT.sae(spec), "layer": spec.layer, "codes": code_shards(dataset, spec)}
+                     for spec in specs],
+        log:
+            f"{LOGS}/codes/{encode_group_name(dataset, layers, specs)}.log",
+        benchmark:
+            f"{LOGS}/codes/{encode_group_name(dataset, layers, specs)}.benchmark.tsv"
+        threads: config["encode"]["threads"]
+        resources:
+            mem_mb=config["encode"]["mem_mb"],
+            runtime=config["encode"]["runtime"],
+            gpu=config["encode"]["gpus"],
+        conda:
+            "../envs/torch.yaml"
+        script:
+            "../workflow/scripts/encode_codes.py"

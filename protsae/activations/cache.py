@@ -193,10 +193,12 @@ def cache_activations(
     stats.total_seconds = time.perf_counter() - start
     # The checksum is taken here, by the writer, once: the manifest and every reader check the
     # file against it, so nothing later can record an altered shard as good.
+    # With each file's schema metadata, so the manifest is made from the stats files alone.
     for layer in layers:
         path = Path(out_paths[layer])
         stats.layers[layer] = {"path": str(path), "n_tokens": pq.ParquetFile(path).metadata.num_rows,
-                               "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+                               "bytes": path.stat().st_size, "sha256": file_sha256(path),
+                               "metadata": base_metadata | {"layer": layer}}
     stats.n_tokens = stats.layers[layers[0]]["n_tokens"]
     return stats
 

@@ -1,10 +1,10 @@
 """The manifest of one (dataset, layer) cache: model, counts and per-shard checksums, and the
 check every reader of a shard makes against it before use.
 
-A shard's checksum is recorded once, by the caching job that wrote it (in its stats file); the
-manifest copies it after checking the file still matches, so a shard altered on disk (bit rot, a
-truncated copy, an edit) is never re-recorded as good. Readers verify the shards they use against
-the manifest, once per job and file.
+A shard's checksum is recorded once, by the caching job that wrote it (in its stats file, with
+the file's size and schema metadata); the manifest is made from the stats files alone, so a shard
+altered on disk (bit rot, a truncated copy, an edit) is never re-recorded as good. Readers verify
+the shards they use against the manifest, once per job and file, before use.
 """
 
 from __future__ import annotations
@@ -14,10 +14,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-import pyarrow.parquet as pq
-
 from protsae import __version__
-from protsae.activations.storage import shard_metadata
 from protsae.files import write_json
 
 
@@ -68,40 +65,34 @@ def verified_manifest(manifest_path: str | Path, paths: Sequence[str | Path] | N
     return manifest
 
 
-def write_manifest(shard_paths: Sequence[str | Path], stats_paths: Sequence[str | Path], layer: int,
-                   out_path: str | Path, dataset: str) -> dict:
-    """Manifest of one (dataset, layer) cache: model, layer, dtype, counts, per-shard checksums.
-
-    Each shard is checked against the size and checksum its caching job recorded in its stats
-    file before anything of it is read.
-    """
+def write_manifest(stats_paths: Sequence[str | Path], layer: int, out_path: str | Path, dataset: str) -> dict:
+    """Manifest of one (dataset, layer) cache: model, layer, dtype, counts, per-shard checksums,
+    from the stats files of the caching jobs alone (each records the size, checksum and schema
+    metadata of every file it wrote); the shards themselves are checked by their readers."""
     shards = []
     model = d_model = storage_dtype = positions = None
-    for shard_path, stats_path in zip(shard_paths, stats_paths):
+    for stats_path in stats_paths:
         job = json.loads(Path(stats_path).read_text())
         if str(layer) not in job["layers"]:
             raise ValueError(f"{stats_path}: its caching job wrote layers {sorted(map(int, job['layers']))}, "
-                             f"not layer {layer} ({shard_path})")
+                             f"not layer {layer}")
         written = job["layers"][str(layer)]
-        if "sha256" not in written:
+        if "sha256" not in written or "metadata" not in written:
             raise ShardIntegrityError(
-                f"{stats_path} records no checksum for {shard_path} (cached by an older protsae); "
-                f"rebuild it: {rebuild_command(shard_path)}"
+                f"{stats_path} records no checksum for {written['path']} (cached by an older protsae); "
+                f"rebuild it: {rebuild_command(written['path'])}"
             )
-        verify_shard(shard_path, written["sha256"], written["bytes"], stats_path)
-        meta = shard_metadata(shard_path)
-        if meta["layer"] != layer:
-            raise ValueError(f"{shard_path} holds layer {meta['layer']}, expected {layer}")
+        meta = written["metadata"]
         if model is None:
             model, d_model = meta["model"], meta["d_model"]
             storage_dtype, positions = meta["storage_dtype"], meta["positions_per_sequence"]
         elif meta["model"] != model:
-            raise ValueError(f"{shard_path} was cached with a different model than {shard_paths[0]}")
+            raise ValueError(f"{written['path']} was cached with a different model than {shards[0]['path']}")
         shards.append({
-            "path": str(shard_path),
+            "path": written["path"],
             "sha256": written["sha256"],
             "bytes": written["bytes"],
-            "n_tokens": pq.ParquetFile(shard_path).metadata.num_rows,
+            "n_tokens": written["n_tokens"],
             "n_sequences": job["n_sequences"],
             "n_residues": job["n_residues"],
         })

@@ -1,6 +1,7 @@
-"""Sparse latent codes of every residue of a dataset under one SAE: from a cached activation
-shard (`encode_cache`) or straight from the model (`encode_from_model`), which never stores the
-dense activations.
+"""Sparse latent codes of every residue of a dataset under many SAEs at once: from a cached
+activation shard, read once for every SAE of its layer (`encode_cache_many`), or straight from
+one forward pass of the model for every SAE of every layer asked for (`encode_model_many`), which
+never stores the dense activations. `encode_cache` and `encode_from_model` do one SAE.
 """
 
 from __future__ import annotations
@@ -8,7 +9,8 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import asdict, dataclass, field, is_dataclass
-from typing import Sequence
+from contextlib import ExitStack
+from typing import Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -123,102 +125,159 @@ def _resolve_sae(sae, sae_path):
     return sae, sae_path
 
 
-def encode_cache(
-    sae,
+@dataclass
+class CodeTarget:
+    """One SAE and the code shard its codes go to.
+
+    sae: an SAE object, or the directory of a saved one (then recorded as its path; otherwise
+    ``sae_path`` is what the code shard's metadata records).
+    """
+
+    sae: object
+    out_path: str | os.PathLike
+    sae_path: str | os.PathLike | None = None
+
+    def resolved(self) -> "CodeTarget":
+        sae, sae_path = _resolve_sae(self.sae, self.sae_path)
+        return CodeTarget(sae, self.out_path, sae_path)
+
+
+def _writers(stack: ExitStack, targets: Sequence[CodeTarget], layer: int, model: dict | None, source: str | None,
+             compression: str, row_group_rows: int, metadata: dict | None) -> list[tuple[CodeTarget, ShardWriter, pa.Schema]]:
+    out = []
+    for target in targets:
+        schema = _code_shard_schema(target.sae, target.sae_path, layer, model, source, metadata)
+        out.append((target, stack.enter_context(ShardWriter(target.out_path, schema, compression, row_group_rows)),
+                    schema))
+    return out
+
+
+def _check_width(targets: Sequence[CodeTarget], d_model: int, what: str) -> None:
+    for target in targets:
+        if target.sae.cfg.d_model != d_model:
+            raise ValueError(f"{what} has d_model {d_model}; the SAE {target.sae_path or ''} reads {target.sae.cfg.d_model}")
+
+
+def encode_cache_many(
+    targets: Sequence[CodeTarget],
     activation_shard: str | os.PathLike,
-    out_path: str | os.PathLike,
     *,
     batch_rows: int = 65536,
-    sae_path: str | os.PathLike | None = None,
     compression: str = DEFAULT_COMPRESSION,
     metadata: dict | None = None,
     progress: bool = False,
-) -> EncodeStats:
-    """Encode every row of an activation shard; the code shard keeps the input's row order.
+) -> list[EncodeStats]:
+    """Encode every row of one activation shard under every SAE of ``targets`` (all of the shard's
+    layer), reading the shard once; each code shard keeps the input's row order.
 
-    sae: an SAE object, or the directory of a saved one (then recorded as its path; otherwise
-    pass ``sae_path`` for the metadata). The shard is read ``batch_rows`` rows at a time and
-    encoded on the SAE's device; memory is one batch of activations and codes.
+    The shard is read ``batch_rows`` rows at a time; memory is one batch of activations and its
+    codes. All code shards appear together, or none does. Returns one `EncodeStats` per target.
     """
-    sae, sae_path = _resolve_sae(sae, sae_path)
+    targets = [target.resolved() for target in targets]
     start = time.perf_counter()
     source = shard_metadata(activation_shard)
-    d_model = pq.read_schema(activation_shard).field("act").type.list_size
-    if d_model != sae.cfg.d_model:
-        raise ValueError(f"{activation_shard} holds d_model {d_model}; the SAE reads {sae.cfg.d_model}")
-    schema = _code_shard_schema(sae, sae_path, source.get("layer"), source.get("model"), str(activation_shard),
-                                metadata)
-    stats = EncodeStats()
+    _check_width(targets, pq.read_schema(activation_shard).field("act").type.list_size, str(activation_shard))
+    stats = [EncodeStats() for _ in targets]
     parquet = pq.ParquetFile(activation_shard)
     bar = tqdm(total=parquet.metadata.num_rows, unit="res", unit_scale=True, desc="encoding",
                disable=not progress, mininterval=2.0)
-    with parquet, ShardWriter(out_path, schema, compression, batch_rows) as writer:
+    with parquet, ExitStack() as stack:
+        writers = _writers(stack, targets, source.get("layer"), source.get("model"), str(activation_shard),
+                           compression, batch_rows, metadata)
         for batch in parquet.iter_batches(batch_size=batch_rows, columns=["seq_id", "pos", "act"]):
-            tick = time.perf_counter()
             acts = read_acts(batch)
             # Arrow's buffers are read-only; float16 is widened (copied) anyway.
-            acts = acts.astype(np.float32, copy=not acts.flags.writeable)
-            idx, val = encode_rows(sae, torch.from_numpy(acts))
-            stats.encode_seconds += time.perf_counter() - tick
+            x = torch.from_numpy(acts.astype(np.float32, copy=not acts.flags.writeable))
             pos = batch.column("pos").to_numpy(zero_copy_only=False)
-            writer.write(_code_batch(schema, batch.column("seq_id"), pos, idx, val))
-            stats.add(idx, val, sae.cfg.n_latents)
+            for (target, writer, schema), target_stats in zip(writers, stats):
+                tick = time.perf_counter()
+                idx, val = encode_rows(target.sae, x)
+                target_stats.encode_seconds += time.perf_counter() - tick
+                writer.write(_code_batch(schema, batch.column("seq_id"), pos, idx, val))
+                target_stats.add(idx, val, target.sae.cfg.n_latents)
             bar.update(batch.num_rows)
     bar.close()
-    stats.total_seconds = time.perf_counter() - start
+    for target_stats in stats:
+        target_stats.total_seconds = time.perf_counter() - start
     return stats
 
 
-def encode_from_model(
+def encode_cache(sae, activation_shard: str | os.PathLike, out_path: str | os.PathLike, *,
+                 sae_path: str | os.PathLike | None = None, **options) -> EncodeStats:
+    """`encode_cache_many` for one SAE."""
+    return encode_cache_many([CodeTarget(sae, out_path, sae_path)], activation_shard, **options)[0]
+
+
+def encode_model_many(
     model: ProteinLM,
-    sae,
-    layer: int,
+    targets: Mapping[int, Sequence[CodeTarget]],
     sequences: Sequence[tuple[str, str]],
-    out_path: str | os.PathLike,
     *,
     max_tokens: int = 16384,
-    sae_path: str | os.PathLike | None = None,
+    storage_dtype: str | None = None,
     compression: str = DEFAULT_COMPRESSION,
     row_group_rows: int = 65536,
     metadata: dict | None = None,
     progress: bool = False,
-) -> EncodeStats:
-    """Run ``model`` up to ``layer`` over ``sequences`` and write the codes of every residue.
+) -> dict[int, list[EncodeStats]]:
+    """Run ``model`` once over ``sequences``, up to the deepest layer of ``targets`` ({layer: the
+    SAEs of that layer}), and write the codes of every residue under every SAE.
 
-    Rows follow the batches (length-sorted, longest first, as `cache_activations` writes them),
-    each sequence's residues in order. Dense activations live only one batch at a time.
+    Batches are those `cache_activations` makes (length-sorted, longest first, under the same
+    token budget), each sequence's residues in order, so with ``storage_dtype`` (the cache's
+    dtype: activations are rounded to it before encoding, as a cache would store them) the codes
+    equal, row for row and bit for bit, those encoded from a cache of the same sequences. Dense
+    activations live one batch at a time; all code shards appear together, or none does.
     """
     if not sequences:
         raise ValueError("no sequences to encode")
-    sae, sae_path = _resolve_sae(sae, sae_path)
-    if model.d_model != sae.cfg.d_model:
-        raise ValueError(f"{model.name} has d_model {model.d_model}; the SAE reads {sae.cfg.d_model}")
+    targets = {layer: [target.resolved() for target in group] for layer, group in targets.items()}
+    layers = sorted(targets)
+    for group in targets.values():
+        _check_width(group, model.d_model, model.name)
     start = time.perf_counter()
-    schema = _code_shard_schema(sae, sae_path, layer, model.describe(), None, metadata)
     lengths = [len(seq) for _, seq in sequences]
-    stats = EncodeStats(n_sequences=0)
+    stats = {layer: [EncodeStats(n_sequences=0) for _ in group] for layer, group in targets.items()}
+    rounding = getattr(torch, storage_dtype) if storage_dtype else None
+    forward_seconds = 0.0
     bar = tqdm(total=sum(lengths), unit="res", unit_scale=True, desc="encoding", disable=not progress,
                mininterval=2.0)
-    with ShardWriter(out_path, schema, compression, row_group_rows) as writer:
-        for index_batch in token_budget_batches(lengths, max_tokens, specials=len(model.token_ids(""))):
+    with ExitStack() as stack:
+        writers = {layer: _writers(stack, targets[layer], layer, model.describe(), None, compression, row_group_rows,
+                                   metadata) for layer in layers}
+        for index_batch in token_budget_batches(lengths, max_tokens):
             ids = [sequences[i][0] for i in index_batch]
             seqs = [sequences[i][1] for i in index_batch]
             tick = time.perf_counter()
             tokens = model.tokenize(seqs)
-            # Boolean indexing is row-major: each sequence's residues, in order, row after row.
-            x = model.hidden_states(tokens, [layer])[layer][tokens.residue_mask]
-            stats.forward_seconds += time.perf_counter() - tick
-            tick = time.perf_counter()
-            idx, val = encode_rows(sae, x)
-            stats.encode_seconds += time.perf_counter() - tick
+            hidden = model.hidden_states(tokens, layers)
+            forward_seconds += time.perf_counter() - tick
             row_of_residue = np.repeat(np.arange(len(seqs), dtype=np.int32), [len(s) for s in seqs])
             seq_id = pa.DictionaryArray.from_arrays(pa.array(row_of_residue), pa.array(ids, pa.string()))
             pos = np.concatenate([np.arange(len(s), dtype=np.int32) for s in seqs])
-            writer.write(_code_batch(schema, seq_id, pos, idx, val))
-            stats.add(idx, val, sae.cfg.n_latents)
-            stats.n_sequences += len(seqs)
+            for layer in layers:
+                # Boolean indexing is row-major: each sequence's residues, in order, row after row.
+                x = hidden[layer][tokens.residue_mask]
+                if rounding is not None:
+                    x = x.to(rounding).float()
+                for (target, writer, schema), target_stats in zip(writers[layer], stats[layer]):
+                    tick = time.perf_counter()
+                    idx, val = encode_rows(target.sae, x)
+                    target_stats.encode_seconds += time.perf_counter() - tick
+                    writer.write(_code_batch(schema, seq_id, pos, idx, val))
+                    target_stats.add(idx, val, target.sae.cfg.n_latents)
+                    target_stats.n_sequences += len(seqs)
             bar.update(len(pos))
     bar.close()
-    stats.total_seconds = time.perf_counter() - start
+    for group in stats.values():
+        for target_stats in group:
+            target_stats.forward_seconds = forward_seconds
+            target_stats.total_seconds = time.perf_counter() - start
     return stats
 
+
+def encode_from_model(model: ProteinLM, sae, layer: int, sequences: Sequence[tuple[str, str]],
+                      out_path: str | os.PathLike, *, sae_path: str | os.PathLike | None = None,
+                      **options) -> EncodeStats:
+    """`encode_model_many` for one SAE at one layer."""
+    return encode_model_many(model, {layer: [CodeTarget(sae, out_path, sae_path)]}, sequences, **options)[layer][0]

@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.pt"
 STALE_CHECKPOINT_FILE = "checkpoint.stale.pt"
+TIMING_METRICS = ("train_seconds", "tokens_per_s")
+"""Metrics that measure the machine, not the SAE: in metrics.json, never in the result tables."""
 CHECKPOINT_VERSION = 1
 # Settings that may change between an interrupted run and its resumption.
 _RESUMABLE_CHANGES = {"device", "log_every", "checkpoint_every", "checkpoint_minutes"}
@@ -389,14 +391,15 @@ def _train_steps(
                 "l0": out.l0.item(),
                 "dead_share": dead_mask.float().mean().item() if dead_mask is not None else 0.0,
                 "auxk_loss": out.auxk_loss.item(),
-                "tokens_per_s": (run.tokens_seen - last_log_tokens) / max(now - last_log_time, 1e-9),
             }
             run.history.append(row)
+            # Speed goes to the log only: the history is a result, identical on every rerun.
+            rate = (run.tokens_seen - last_log_tokens) / max(now - last_log_time, 1e-9)
             last_log_time, last_log_tokens = now, run.tokens_seen
         if logging_step:
             logger.info(
                 "tokens %d (%.0f/s): loss %.4g mse %.4g fvu %.4f L0 %.1f dead %.3f auxk %.4f",
-                row["tokens"], row["tokens_per_s"], row["loss"], row["mse"], row["fvu"], row["l0"],
+                row["tokens"], rate, row["loss"], row["mse"], row["fvu"], row["l0"],
                 row["dead_share"], row["auxk_loss"],
             )
             bar.set_postfix(fvu=f"{row['fvu']:.4f}", dead=f"{row['dead_share']:.3f}")

@@ -2,6 +2,7 @@
 atomic failure."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -11,7 +12,14 @@ import torch
 
 from protsae.activations.cache import cache_activations
 from protsae.activations.storage import list_type, read_acts, shard_metadata
-from protsae.codes.encode import encode_cache, encode_from_model, encode_rows
+from protsae.codes.encode import (
+    CodeTarget,
+    encode_cache,
+    encode_cache_many,
+    encode_from_model,
+    encode_model_many,
+    encode_rows,
+)
 from protsae.codes.maxima import MaxActivations, max_activation_per_protein
 from protsae.codes.storage import code_schema, read_codes
 from protsae.sae.config import SAEConfig
@@ -107,6 +115,31 @@ def test_cache_and_model_give_the_same_codes(tmp_path, tiny_model, sae, sequence
     assert stats.n_sequences == len(sequences) and stats.n_rows == sum(len(s) for _, s in sequences)
     assert shard_metadata(from_model)["layer"] == LAYER
     assert stats.as_dict()["l0"] == pytest.approx((read_codes(from_model).val > 0).sum(1).mean())
+
+
+def test_one_pass_for_many_saes_equals_one_pass_each(tmp_path, tiny_model, sae, sequences):
+    """One forward pass for two layers and three SAEs writes what three single passes write; with
+    the cache's dtype, the codes equal those encoded from a cache of the same sequences, bit for bit."""
+    other = TopKSAE(SAEConfig(d_model=tiny_model.d_model, n_latents=48, k=3, seed=2))
+    deeper = TopKSAE(SAEConfig(d_model=tiny_model.d_model, n_latents=64, k=4, seed=3))
+    targets = {LAYER: [CodeTarget(sae, tmp_path / "a.parquet"), CodeTarget(other, tmp_path / "b.parquet")],
+               LAYER + 1: [CodeTarget(deeper, tmp_path / "c.parquet")]}
+    stats = encode_model_many(tiny_model, targets, sequences, max_tokens=150, storage_dtype="float16")
+    assert [s.n_rows for s in stats[LAYER] + stats[LAYER + 1]] == [sum(len(q) for _, q in sequences)] * 3
+    cache = {layer: tmp_path / f"acts{layer}.parquet" for layer in (LAYER, LAYER + 1)}
+    cache_activations(tiny_model, sequences, [LAYER, LAYER + 1], cache, max_tokens=150, progress=False)
+    for layer, group in targets.items():
+        for target in group:
+            single = tmp_path / f"single_{Path(target.out_path).name}"
+            encode_cache(target.sae, cache[layer], single, batch_rows=37)
+            a, b = read_codes(target.out_path), read_codes(single)
+            assert a.seq_id.to_pylist() == b.seq_id.to_pylist() and (a.pos == b.pos).all()
+            assert (a.idx == b.idx).all() and (a.val == b.val).all()
+    # Reading one cache shard once for both SAEs of its layer gives the same as one SAE at a time.
+    encode_cache_many([CodeTarget(sae, tmp_path / "ma.parquet"), CodeTarget(other, tmp_path / "mb.parquet")],
+                      cache[LAYER], batch_rows=50)
+    for name in ("a", "b"):
+        assert pq.read_table(tmp_path / f"m{name}.parquet").equals(pq.read_table(tmp_path / f"single_{name}.parquet"))
 
 
 def test_max_activation_per_protein_matches_a_loop(tmp_path, sae, activation_shard):

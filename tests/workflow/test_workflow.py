@@ -15,6 +15,7 @@ import pytest
 import yaml
 from conftest import REPO
 
+from protsae.activations.manifest import file_sha256
 from protsae.activations.storage import list_type
 from protsae.latents.patterns import PATTERNS
 from protsae.spec import user_inputs
@@ -65,6 +66,12 @@ def sae_grid(sweeps: list[dict]) -> set[tuple]:
             for layer in sweep["layers"] for k in sweep["k"] for width in sweep["width"]}
 
 
+@pytest.mark.parametrize("script", sorted((Path(REPO) / "workflow/scripts").glob("*.py")), ids=lambda p: p.name)
+def test_every_rule_script_compiles(script):
+    """A syntax error in a script would otherwise show only when its job runs."""
+    compile(script.read_text(), str(script), "exec")
+
+
 def test_lint_is_clean():
     proc = snakemake(["--lint"], cwd=REPO, check=False)
     text = proc.stdout + proc.stderr
@@ -87,10 +94,17 @@ def test_dry_run(configfile, tmp_path):
     # come from the cache, the evaluation set; the last two are sampled as their sections say.
     shards = config["datasets"]["uniref50"]["n_shards"]
     shards += sum(task.get("sample", {}).get("n_shards", 1) for task in config["probes"]["tasks"].values())
+    cached = 1 + len(config["probes"]["tasks"])
     if config.get("encode", {}).get("source", "cache") == "cache":
         shards += config["evalset"].get("sample", {}).get("n_shards", 1)
+        cached += 1
     assert jobs["cache_activations"] == shards
-    assert jobs["activation_manifest"] == len(config["layers"])
+    assert jobs["activation_manifest"] == cached  # one per cached dataset, all its layers
+    # Encoding: every SAE over the evaluation set and encode.datasets, the probed SAEs over each task.
+    encoding = sum(n for rule, n in jobs.items() if rule.startswith("encode_codes_"))
+    group_by = config.get("encode", {}).get("group_by", "layer")
+    per_dataset = {"sae": n_saes, "layer": len({layer for _, layer, _, _ in sae_grid(config["sae"]["sweeps"])}), "dataset": 1}
+    assert encoding >= (1 + len(config.get("encode", {}).get("datasets", []))) * per_dataset[group_by]
     assert "projected activation caches" in proc.stderr
     # The latent analyses: one evaluation set, every SAE characterised, the four figures.
     assert jobs["evalset_cluster"] == 1 and jobs["family_labels"] == 1 and jobs["evalset_split"] == 1
@@ -154,22 +168,80 @@ def test_building_the_dag_imports_nothing_heavy(tmp_path):
     assert "protsae.spec" in modules  # the hook saw the workflow's imports
     assert not {"torch", "transformers"} & modules
     assert {m for m in modules if m.startswith("protsae")} == {
-        "protsae", "protsae.spec", "protsae.activations", "protsae.activations.sizes"}
+        "protsae", "protsae.spec", "protsae.configcheck", "protsae.activations", "protsae.activations.sizes"}
 
 
-def test_bad_config_names_the_key(tmp_path):
-    work = workdir_copy(tmp_path)
-    bad = yaml.safe_load((Path(REPO) / "config/tiny.yaml").read_text())
-    bad["activations"]["max_tokenz"] = 10
-    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
-    proc = snakemake(["-n", "--configfile", str(tmp_path / "bad.yaml")], cwd=work, check=False)
-    assert proc.returncode != 0 and "max_tokenz" in proc.stdout + proc.stderr
+def dry_run_of(tmp_path, edit, name="edited.yaml"):
+    """A dry run of the tiny config after ``edit(config)``, not checked."""
+    config = yaml.safe_load((Path(REPO) / "config/tiny.yaml").read_text())
+    edit(config)
+    (tmp_path / name).write_text(yaml.safe_dump(config))
+    proc = snakemake(["-n", "--configfile", str(tmp_path / name)], cwd=workdir_copy(tmp_path / name.split(".")[0]),
+                     check=False)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (lambda c: c["activations"].update(max_tokenz=10),
+         "edited.yaml: unknown key activations.max_tokenz; activations takes: compression, gpus, max_tokens,"),
+        (lambda c: c.update(layerz=[1]), "edited.yaml: unknown key layerz; the top level takes: activations,"),
+        (lambda c: c["sae"]["training"].update(batch_size="big"),
+         "edited.yaml: sae.training.batch_size: 'big' is not of type 'integer'\n  expected: type integer, minimum 1"),
+    ],
+)
+def test_a_bad_config_names_the_key_in_a_few_lines(tmp_path, edit, expected):
+    returncode, text = dry_run_of(tmp_path, edit)
+    assert returncode != 0 and expected in text
+    assert len(text.splitlines()) < 10, text  # not the whole schema (Snakemake's message had 1,700 lines)
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (lambda c: c.update(layers=[1, 4]), "layers: [4] beyond model tiny_esm2, which has 3 blocks (layers 0..3)"),
+        (lambda c: c["datasets"]["uniref50"].update(max_length=1500),
+         "datasets.uniref50.max_length is 1500, but model tiny_esm2 accepts at most 1024 residues"),
+        (lambda c: c["evalset"].update(max_length=1100),
+         "evalset.max_length is 1100, but model tiny_esm2 accepts at most 1024 residues"),
+    ],
+)
+def test_layers_and_lengths_beyond_the_model_fail_at_dag_time(tmp_path, edit, expected):
+    returncode, text = dry_run_of(tmp_path, edit)
+    assert returncode != 0 and expected in text, text
+    assert "Job stats" not in text
+
+
+def test_model_limits_are_known_from_the_id_without_weights(tmp_path):
+    """The paper config's ESM-2 650M: 33 blocks and 1024 residues, from its id alone."""
+    config = yaml.safe_load((Path(REPO) / "config/esm2_650m.yaml").read_text())
+    config["layers"] = config["layers"] + [34]
+    (tmp_path / "deep.yaml").write_text(yaml.safe_dump(config))
+    proc = snakemake(["-n", "--configfile", str(tmp_path / "deep.yaml")], cwd=workdir_copy(tmp_path), check=False)
+    assert proc.returncode != 0
+    assert "layers: [34] beyond model esm2_t33_650M, which has 33 blocks" in proc.stdout + proc.stderr
+
+
+TINY = ["--configfile", "config/tiny.yaml"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    """A finished run of the tiny config, under umask 022 (the fault tests at the end alter it)."""
+    work = workdir_copy(tmp_path_factory.mktemp("tiny"))
+    snakemake(["--cores", "2", *TINY], cwd=work, umask=0o022)
+    return work
+
+
+def result_tables(work: Path) -> dict[Path, bytes]:
+    return {path.relative_to(work): path.read_bytes() for path in sorted((work / "results").rglob("*"))
+            if path.suffix in (".tsv", ".csv")}
 
 
 @pytest.mark.slow
-def test_tiny_config_end_to_end(tmp_path):
-    work = workdir_copy(tmp_path)
-    snakemake(["--cores", "2", "--configfile", "config/tiny.yaml"], cwd=work, umask=0o022)
+def test_tiny_config_end_to_end(tiny_run, tmp_path):
+    work = tiny_run
     config = yaml.safe_load((Path(REPO) / "config/tiny.yaml").read_text())
     results = work / "results" / config["model"]["name"]
 
@@ -300,7 +372,8 @@ def test_tiny_config_end_to_end(tmp_path):
     (tmp_path / "changed.yaml").write_text(yaml.safe_dump(changed, sort_keys=True))  # reordered too
     proc = snakemake(["-n", "--configfile", str(tmp_path / "changed.yaml")], cwd=work)
     assert planned_jobs(proc.stdout + proc.stderr) == {
-        "all": 1, "train_sae": 1, "evaluate_sae": 1, "encode_codes": 4, "sae_summary": 1, "sae_sweep_figure": 2,
+        "all": 1, "train_sae": 1, "evaluate_sae": 1, "sae_summary": 1, "sae_sweep_figure": 2,
+        "encode_codes_uniref50_layer2_topk_k8_w64": 1, "encode_codes_swissprot_layer2_topk_k8_w64": 1,
         "protein_maxima": 1, "family_specificity": 1, "activation_patterns": 1, "latent_summary": 1,
         "latent_figure": 1,
     }
@@ -310,6 +383,90 @@ def test_tiny_config_end_to_end(tmp_path):
     figure.unlink()
     proc = snakemake([str(figure.relative_to(work)), "-n", "--configfile", "config/tiny.yaml"], cwd=work)
     assert planned_jobs(proc.stdout + proc.stderr) == {"latent_figure": 1}
+
+
+@pytest.mark.parametrize(("group_by", "jobs"), [("sae", 16), ("layer", 8), ("dataset", 4)])
+def test_encoding_jobs_per_group(tmp_path, group_by, jobs):
+    """One job per (dataset, SAE), per (dataset, layer) or per dataset, each covering every shard."""
+    returncode, text = dry_run_of(tmp_path, lambda c: c["encode"].update(group_by=group_by))
+    assert returncode == 0, text
+    encoding = {rule: n for rule, n in planned_jobs(text).items() if rule.startswith("encode_codes_")}
+    assert sum(encoding.values()) == len(encoding) == jobs
+    # The evaluation set is encoded from the model when asked; the probe tasks and the training set
+    # are cached anyway, so they are always encoded from their caches.
+    returncode, text = dry_run_of(tmp_path, lambda c: c["encode"].update(group_by=group_by, source="model"),
+                                  name="model.yaml")
+    assert returncode == 0 and "swissprot" not in planned_caches(text) and "probe_localization" in planned_caches(text)
+
+
+def planned_caches(text: str) -> set[str]:
+    """Datasets with a caching job in a dry run's plan."""
+    return set(re.findall(r"activations/([^/\s]+)/layer\d+/shard\d+\.parquet", text))
+
+
+@pytest.mark.slow
+def test_two_fresh_runs_give_byte_identical_tables(tiny_run, tmp_path):
+    """Every result table (TSV, CSV) of a second fresh run, byte for byte; timing stays out of them.
+    The second run encodes the evaluation set straight from the model in one pass per dataset (no
+    dense cache), which gives the same codes as the cache."""
+    again = workdir_copy(tmp_path)
+    config = yaml.safe_load((Path(REPO) / "config/tiny.yaml").read_text())
+    config["encode"] |= {"source": "model", "group_by": "dataset"}
+    (tmp_path / "one_pass.yaml").write_text(yaml.safe_dump(config))
+    snakemake(["--cores", "2", "--configfile", str(tmp_path / "one_pass.yaml")], cwd=again)
+    assert not (again / "results/tiny_esm2/activations/swissprot").exists()
+    first, second = result_tables(tiny_run), result_tables(again)
+    assert len(first) > 40 and first.keys() == second.keys()
+    assert [path for path in first if first[path] != second[path]] == []
+    summary = (tiny_run / "results/tiny_esm2/sae/uniref50/summary.tsv").read_text().splitlines()[0].split("\t")
+    assert "heldout_fvu" in summary and not {"train_seconds", "tokens_per_s"} & set(summary)
+
+
+def flip_byte(path: Path, keep_mtime: bool) -> None:
+    stat = path.stat()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    if keep_mtime:
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+@pytest.mark.slow
+def test_a_corrupted_shard_stops_the_jobs_that_read_it_and_the_log_says_why(tiny_run):
+    work = tiny_run
+    results, logs = Path("results/tiny_esm2"), work / "logs/tiny_esm2"
+    # Bit rot (mtime kept): Snakemake sees nothing; training, forced, checks the shard before use.
+    rotten = results / "activations/uniref50/layer1/shard0.parquet"
+    flip_byte(work / rotten, keep_mtime=True)
+    target = results / "sae/uniref50/layer1/topk_k4_w64/metrics.json"
+    proc = snakemake(["-n", *TINY, str(target)], cwd=work)
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+    proc = snakemake(["--cores", "1", *TINY, "--forcerun", "train_sae", str(target)], cwd=work, check=False)
+    assert proc.returncode != 0
+    log = (logs / "sae/uniref50/layer1/topk_k4_w64.log").read_text()
+    assert f"ShardIntegrityError: activation shard {rotten} does not match the checksum recorded" in log
+    assert "Traceback (most recent call last)" in log and f"rm -f {rotten} && snakemake --cores all {rotten}" in log
+
+    # An edit (mtime moves): the jobs that read the shard rerun and stop; the manifest, made from
+    # what the caching job recorded, is not rewritten.
+    edited = results / "activations/uniref50/layer2/shard1.parquet"
+    flip_byte(work / edited, keep_mtime=False)
+    manifest = results / "activations/uniref50/layer2/manifest.json"
+    before = (work / manifest).read_bytes()
+    proc = snakemake(["-n", *TINY], cwd=work)
+    plan = planned_jobs(proc.stdout + proc.stderr)
+    assert "encode_codes_uniref50_layer2_topk_k4_w64" in plan and "activation_manifest" not in plan
+    codes = results / "codes/uniref50/layer2/topk_k4_w64/shard0.parquet"
+    proc = snakemake(["--cores", "1", *TINY, str(codes)], cwd=work, check=False)
+    assert proc.returncode != 0 and (work / manifest).read_bytes() == before
+    log = (logs / "codes/uniref50_layer2_topk_k4_w64.log").read_text()
+    assert f"activation shard {edited} does not match the checksum recorded when it was written" in log
+
+    # The command the message gives rebuilds the shard (and then the manifest).
+    (work / edited).unlink()
+    snakemake(["--cores", "1", *TINY, str(edited), str(manifest)], cwd=work)
+    rebuilt = json.loads((work / manifest).read_text())["shards"][1]
+    assert rebuilt["path"] == str(edited) and rebuilt["sha256"] == file_sha256(work / edited)
 
 
 def test_slurm_profile_resolves_by_name(tmp_path):

@@ -1,11 +1,12 @@
-"""Snakemake script: sparse latent codes of one SAE over one shard of a dataset."""
+"""Snakemake script: sparse latent codes of one dataset under every SAE of one encoding group
+(its layer, or every layer), one shard after another, one pass per shard for all of them."""
 
 from pathlib import Path
 
 import torch
 
 from protsae.activations.manifest import verified_manifest
-from protsae.codes.encode import encode_cache, encode_from_model
+from protsae.codes.encode import CodeTarget, encode_cache_many, encode_model_many
 from protsae.logs import setup_logging
 from protsae.models import load_model, resolve_device
 from protsae.sae.io import load_sae
@@ -13,17 +14,30 @@ from protsae.sequences.fasta import read_sequences
 
 log = setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
-settings = snakemake.params.encode
+params = snakemake.params
 device_name = snakemake.config["encode"]["device"]
 device = resolve_device(device_name)
-sae = load_sae(Path(snakemake.input.weights).parent).to(device)
-if settings["source"] == "cache":
-    verified_manifest(snakemake.input.manifest, [snakemake.input.activations])
-    stats = encode_cache(sae, snakemake.input.activations, snakemake.output[0],
-                         batch_rows=settings["batch_rows"], progress=True)
+saes = {target["sae"]: load_sae(target["sae"]).to(device) for target in params.targets}
+log.info("%d SAEs at layers %s from the %s, %d shards", len(saes), params.layers, params.source, params.n_shards)
+if params.source == "cache":
+    # Every shard this job reads, checked against the checksum recorded when it was written.
+    for manifest, paths in params.caches.values():
+        verified_manifest(manifest, paths)
 else:
     model = load_model(snakemake.config["model"] | {"device": device_name})
-    sequences = read_sequences(Path(snakemake.input.sequences) / f"shard{snakemake.wildcards.shard}.fasta")
-    stats = encode_from_model(model, sae, int(snakemake.wildcards.layer), sequences, snakemake.output[0],
-                              max_tokens=snakemake.params.max_tokens, progress=True)
-log.info("%s", stats)
+
+for shard in range(params.n_shards):
+    groups = {layer: [CodeTarget(saes[t["sae"]], t["codes"][shard], t["sae"]) for t in params.targets
+                      if t["layer"] == layer] for layer in params.layers}
+    if params.source == "cache":
+        for layer, group in groups.items():
+            stats = encode_cache_many(group, params.caches[layer][1][shard], batch_rows=params.encode["batch_rows"], progress=True)
+            for target, target_stats in zip(group, stats):
+                log.info("shard %d, %s: %s", shard, target.sae_path, target_stats.as_dict())
+    else:
+        sequences = read_sequences(Path(snakemake.input.sequences) / f"shard{shard}.fasta")
+        stats = encode_model_many(model, groups, sequences, max_tokens=params.max_tokens,
+                                  storage_dtype=params.storage_dtype, progress=True)
+        for layer, group in groups.items():
+            for target, target_stats in zip(group, stats[layer]):
+                log.info("shard %d, %s: %s", shard, target.sae_path, target_stats.as_dict())

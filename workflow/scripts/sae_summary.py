@@ -8,6 +8,7 @@ import pandas as pd
 
 from protsae.files import write_tsv
 from protsae.logs import setup_logging
+from protsae.sae.train import TIMING_METRICS
 from protsae.spec import SAESpec
 
 log = setup_logging(snakemake.log[0])
@@ -17,7 +18,8 @@ for metrics_path, splice_path in zip(snakemake.input.metrics, snakemake.input.sp
     spec = SAESpec.from_dict(splice["sae"])
     rows.append({
         "layer": spec.layer, "variant": spec.variant, "k": spec.k, "width": spec.width,
-        **json.loads(Path(metrics_path).read_text()),
+        **{key: value for key, value in json.loads(Path(metrics_path).read_text()).items()
+           if key not in TIMING_METRICS},
         **{key: splice[key] for key in ("delta_ce", "loss_recovered", "delta_ce_with_error", "ce_clean")},
         "path": str(Path(metrics_path).parent),
     })

@@ -26,10 +26,10 @@ sae_config, train_config = run_configs(
 )
 metrics = train_sae(
     [shard["path"] for shard in manifest["shards"]],
-    shard_checksums=[shard["sha256"] for shard in manifest["shards"]],
     sae_config,
     train_config,
     out_dir=Path(snakemake.output.weights).parent,
     title=f"{manifest['model']['name']} layer {wc.layer}: {wc.variant}, k={wc.k}, width={wc.width}",
+    shard_checksums=[shard["sha256"] for shard in manifest["shards"]],
 )
 log.info("metrics: %s", metrics)
