@@ -38,3 +38,13 @@ def write_shard(
         }
     ).replace_schema_metadata({b"d_model": json.dumps(d_model).encode()})
     pq.write_table(table, path, row_group_size=row_group_size, use_dictionary=["seq_id"], compression="none")
+
+
+def flip_byte(path: Path, keep_mtime: bool) -> None:
+    """Flip one bit in the middle of a file, as bit rot would (keeping its mtime) or an edit."""
+    stat = path.stat()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    if keep_mtime:
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))

@@ -1,16 +1,21 @@
 """Caching: batching, position subsets, the Parquet round trip, manifests, atomic failure."""
 
 import json
-import os
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import flip_byte
 
 from protsae.activations.batches import random_batches, token_budget_batches
 from protsae.activations.cache import cache_activations, sample_positions
-from protsae.activations.manifest import ShardIntegrityError, file_sha256, verified_manifest, write_manifest
+from protsae.activations.manifest import (
+    ShardIntegrityError,
+    file_sha256,
+    verified_manifest,
+    write_manifest,
+)
 from protsae.activations.sizes import projected_cache_bytes
 from protsae.activations.storage import act_column, list_type, read_acts
 
@@ -130,15 +135,6 @@ def test_manifest_counts_and_checksums(tiny_model, tmp_path):
     assert verified_manifest(tmp_path / "manifest.json") == manifest
     with pytest.raises(ValueError, match=r"wrote layers \[2\], not layer 3"):
         write_manifest(stats_files[1:], layer=3, out_path=tmp_path / "m3.json", dataset="toy")
-
-
-def flip_byte(path, keep_mtime):
-    stat = path.stat()
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    path.write_bytes(bytes(data))
-    if keep_mtime:
-        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
 @pytest.mark.parametrize("keep_mtime", [False, True])

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, flip_byte
 
 from protsae.activations.manifest import file_sha256
 from protsae.activations.storage import list_type
@@ -422,15 +422,6 @@ def test_two_fresh_runs_give_byte_identical_tables(tiny_run, tmp_path):
     assert "heldout_fvu" in summary and not {"train_seconds", "tokens_per_s"} & set(summary)
 
 
-def flip_byte(path: Path, keep_mtime: bool) -> None:
-    stat = path.stat()
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    path.write_bytes(bytes(data))
-    if keep_mtime:
-        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-
-
 @pytest.mark.slow
 def test_a_corrupted_shard_stops_the_jobs_that_read_it_and_the_log_says_why(tiny_run):
     work = tiny_run
@@ -439,9 +430,9 @@ def test_a_corrupted_shard_stops_the_jobs_that_read_it_and_the_log_says_why(tiny
     rotten = results / "activations/uniref50/layer1/shard0.parquet"
     flip_byte(work / rotten, keep_mtime=True)
     target = results / "sae/uniref50/layer1/topk_k4_w64/metrics.json"
-    proc = snakemake(["-n", *TINY, str(target)], cwd=work)
+    proc = snakemake([str(target), "-n", *TINY], cwd=work)
     assert "Nothing to be done" in proc.stdout + proc.stderr
-    proc = snakemake(["--cores", "1", *TINY, "--forcerun", "train_sae", str(target)], cwd=work, check=False)
+    proc = snakemake([str(target), "--cores", "1", "--forcerun", "train_sae", *TINY], cwd=work, check=False)
     assert proc.returncode != 0
     log = (logs / "sae/uniref50/layer1/topk_k4_w64.log").read_text()
     assert f"ShardIntegrityError: activation shard {rotten} does not match the checksum recorded" in log
@@ -457,14 +448,14 @@ def test_a_corrupted_shard_stops_the_jobs_that_read_it_and_the_log_says_why(tiny
     plan = planned_jobs(proc.stdout + proc.stderr)
     assert "encode_codes_uniref50_layer2_topk_k4_w64" in plan and "activation_manifest" not in plan
     codes = results / "codes/uniref50/layer2/topk_k4_w64/shard0.parquet"
-    proc = snakemake(["--cores", "1", *TINY, str(codes)], cwd=work, check=False)
+    proc = snakemake([str(codes), "--cores", "1", *TINY], cwd=work, check=False)
     assert proc.returncode != 0 and (work / manifest).read_bytes() == before
     log = (logs / "codes/uniref50_layer2_topk_k4_w64.log").read_text()
     assert f"activation shard {edited} does not match the checksum recorded when it was written" in log
 
     # The command the message gives rebuilds the shard (and then the manifest).
     (work / edited).unlink()
-    snakemake(["--cores", "1", *TINY, str(edited), str(manifest)], cwd=work)
+    snakemake([str(edited), str(manifest), "--cores", "1", *TINY], cwd=work)
     rebuilt = json.loads((work / manifest).read_text())["shards"][1]
     assert rebuilt["path"] == str(edited) and rebuilt["sha256"] == file_sha256(work / edited)
 
