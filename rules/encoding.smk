@@ -16,7 +16,9 @@ for dataset, layers, specs in encode_groups():
         output:
             [path for spec in specs for path in code_shards(dataset, spec)],
         params:
-            encode=settings(config["encode"], exclude={"datasets", "group_by"}),
+            # The source in effect for this dataset, not encode.source (the training set and the
+            # probe tasks are encoded from their caches whatever it says).
+            encode=settings(config["encode"], exclude={"datasets", "group_by", "source"}),
             source=encode_source(dataset),
             model=model_settings(),
             max_tokens=config["activations"]["max_tokens"],

@@ -51,7 +51,8 @@ def model_shape(model: dict) -> ModelShape:
         hf_config = TINY_ESM2
     else:
         found = _checkpoint_configs(model)
-        hf_config = json.loads(found[0].read_text()) if found else _esm2_by_name(model.get("id") or model.get("path") or "")
+        named = model.get("id") or model.get("path") or ""
+        hf_config = json.loads(found[0].read_text()) if found else _esm2_by_name(named)
     positions = hf_config.get("max_position_embeddings")
     # BOS/CLS and EOS/SEP take two positions (protsae.models.hf); model.max_residues may lower it.
     limit = positions - 2 if positions else None

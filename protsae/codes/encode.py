@@ -143,7 +143,9 @@ class CodeTarget:
 
 
 def _writers(stack: ExitStack, targets: Sequence[CodeTarget], layer: int, model: dict | None, source: str | None,
-             compression: str, row_group_rows: int, metadata: dict | None) -> list[tuple[CodeTarget, ShardWriter, pa.Schema]]:
+             compression: str, row_group_rows: int,
+             metadata: dict | None) -> list[tuple[CodeTarget, ShardWriter, pa.Schema]]:
+    """A code shard writer per target, entered on ``stack``: a failure leaves none of their files."""
     out = []
     for target in targets:
         schema = _code_shard_schema(target.sae, target.sae_path, layer, model, source, metadata)
@@ -155,7 +157,9 @@ def _writers(stack: ExitStack, targets: Sequence[CodeTarget], layer: int, model:
 def _check_width(targets: Sequence[CodeTarget], d_model: int, what: str) -> None:
     for target in targets:
         if target.sae.cfg.d_model != d_model:
-            raise ValueError(f"{what} has d_model {d_model}; the SAE {target.sae_path or ''} reads {target.sae.cfg.d_model}")
+            raise ValueError(
+                f"{what} has d_model {d_model}; the SAE {target.sae_path or ''} reads {target.sae.cfg.d_model}"
+            )
 
 
 def encode_cache_many(
@@ -171,7 +175,7 @@ def encode_cache_many(
     layer), reading the shard once; each code shard keeps the input's row order.
 
     The shard is read ``batch_rows`` rows at a time; memory is one batch of activations and its
-    codes. All code shards appear together, or none does. Returns one `EncodeStats` per target.
+    codes. A failure leaves no code shard behind. Returns one `EncodeStats` per target.
     """
     targets = [target.resolved() for target in targets]
     start = time.perf_counter()
@@ -227,7 +231,7 @@ def encode_model_many(
     token budget), each sequence's residues in order, so with ``storage_dtype`` (the cache's
     dtype: activations are rounded to it before encoding, as a cache would store them) the codes
     equal, row for row and bit for bit, those encoded from a cache of the same sequences. Dense
-    activations live one batch at a time; all code shards appear together, or none does.
+    activations live one batch at a time; a failure leaves no code shard behind.
     """
     if not sequences:
         raise ValueError("no sequences to encode")

@@ -495,8 +495,9 @@ def train_sae(
     ``checkpoint_every`` steps or ``checkpoint_minutes``; a call that finds one resumes from it
     and deletes it once the outputs are written. A checkpoint of other settings or other data
     (``shard_checksums``, the manifest's; computed from the files when not given) is never
-    resumed: it is set aside as ``checkpoint.stale.pt`` with a warning, and training starts afresh. ``stop_after_steps`` ends the call after that
-    many steps with a checkpoint and returns None (for time-limited jobs and tests).
+    resumed: it is set aside as ``checkpoint.stale.pt`` with a warning, and training starts
+    afresh. ``stop_after_steps`` ends the call after that many steps with a checkpoint and
+    returns None (for time-limited jobs and tests).
 
     Returns the metrics written to ``metrics.json``.
     """
