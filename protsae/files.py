@@ -20,6 +20,14 @@ def _umask() -> int:
     return mask
 
 
+_TEMPORARY_SUFFIX = ".tmp"
+
+
+def _temporary_prefix(path: Path) -> str:
+    """How `atomic_path` names the temporaries of ``path``: ``.<name>.<random>.tmp``."""
+    return f".{path.name}."
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
@@ -30,7 +38,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(path), suffix=_TEMPORARY_SUFFIX, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
     try:
@@ -44,7 +52,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
     """Delete the temporary files `atomic_path` left in ``directory`` when its process was killed
     (SIGKILL skips the clean-up); call it only where no other process is writing there."""
-    stale = sorted(Path(directory).glob(".*.tmp"))
+    stale = sorted(Path(directory).glob(f".*{_TEMPORARY_SUFFIX}"))
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
@@ -56,7 +64,7 @@ def remove_stale_temporaries_of(paths) -> list[Path]:
     stale = []
     for path in map(Path, paths):
         if path.parent.is_dir():
-            stale += sorted(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
+            stale += sorted(path.parent.glob(f"{glob.escape(_temporary_prefix(path))}*{_TEMPORARY_SUFFIX}"))
     for path in stale:
         path.unlink(missing_ok=True)
     return stale

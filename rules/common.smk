@@ -96,11 +96,16 @@ def _derived_datasets():
         if name in config["datasets"]:
             raise ValueError(f"datasets.{name}: the workflow makes this dataset ({key}); remove it from 'datasets'")
         config["datasets"][name] = dataset | {"alphabet_policy": "map_to_unknown", "positions_per_sequence": None}
-        DATASET_KEYS[name] = key.rsplit(".", 1)[0] if name == EVALSET else key
 
 
-# Where the config declares each dataset's settings (the derived ones: under evalset or probes).
-DATASET_KEYS = {}
+def dataset_key(name):
+    """Where the config declares a dataset's settings (the derived ones: under evalset or probes)."""
+    if name == EVALSET:
+        return "evalset"
+    for task in PROBE_TASKS:
+        if name == probe_dataset(task):
+            return f"probes.tasks.{task}.sample"
+    return f"datasets.{name}"
 
 
 def probe_dataset(task):
@@ -393,7 +398,7 @@ def _check_config():
         if spec.k > spec.width:
             raise ValueError(f"sae.sweeps: k={spec.k} exceeds width={spec.width}")
     for name, dataset in config["datasets"].items():
-        key = DATASET_KEYS.get(name, f"datasets.{name}")
+        key = dataset_key(name)
         if dataset["min_length"] > dataset["max_length"]:
             raise ValueError(f"{key}: min_length exceeds max_length")
         if MODEL_SHAPE.max_residues is not None and dataset["max_length"] > MODEL_SHAPE.max_residues:

@@ -1,4 +1,4 @@
-"""Projected cache sizes and the model width they need, for dry runs: no torch, pyarrow or
+"""Projected cache sizes and the model shape they need, for dry runs: no torch, pyarrow or
 transformers here, since the workflow imports this module while it builds the DAG.
 """
 
@@ -55,8 +55,8 @@ def model_shape(model: dict) -> ModelShape:
         hf_config = json.loads(found[0].read_text()) if found else _esm2_by_name(named)
     positions = hf_config.get("max_position_embeddings")
     # BOS/CLS and EOS/SEP take two positions (protsae.models.hf); model.max_residues may lower it.
-    limit = positions - 2 if positions else None
-    max_residues = min(model["max_residues"], limit or model["max_residues"]) if model.get("max_residues") else limit
+    limits = [n for n in (positions - 2 if positions else None, model.get("max_residues")) if n]
+    max_residues = min(limits) if limits else None
     return ModelShape(hf_config.get("hidden_size", 1280), hf_config.get("num_hidden_layers"), max_residues)
 
 
@@ -66,11 +66,6 @@ def _esm2_by_name(model_id: str) -> dict:
         return {}
     return {"hidden_size": ESM2_WIDTHS[name], "num_hidden_layers": int(name.split("_")[1][1:]),
             "max_position_embeddings": ESM2_POSITIONS}
-
-
-def model_width(model: dict) -> int:
-    """d_model of the config's ``model`` without loading it (see `model_shape`)."""
-    return model_shape(model).d_model
 
 
 def _checkpoint_configs(model: dict) -> list[Path]:

@@ -75,8 +75,13 @@ def _gzip_damage(path: Path) -> str | None:
     return None
 
 
+def _not_utf8(char: str) -> bool:
+    """A lone surrogate: the stand-in ``surrogateescape`` decodes an invalid byte to."""
+    return "\udc80" <= char <= "\udcff"
+
+
 def _describe_char(char: str) -> str:
-    if "\udc80" <= char <= "\udcff":
+    if _not_utf8(char):
         return f"the byte 0x{ord(char) - 0xDC00:02x} (not UTF-8)"
     if char in "-.":
         return f"the gap character {char!r}"
@@ -90,7 +95,7 @@ def _check_header(path: Path, line_no: int, text: str) -> None:
     if text.isascii():
         return
     for column, char in enumerate(text.rstrip("\r\n"), start=1):
-        if "\udc80" <= char <= "\udcff":
+        if _not_utf8(char):
             raise FastaFormatError(
                 f"{path}, line {line_no}: the header holds {_describe_char(char)} at column {column}; "
                 "re-encode the file as UTF-8"

@@ -91,6 +91,15 @@ def test_gzip_detected_by_magic_bytes_not_extension(tmp_path):
     )
 
 
+def format_errors(tmp_path: Path, text: str, stem: str):
+    """(file, error message) of reading ``text`` as plain FASTA and as gzip."""
+    for name in (f"{stem}.fa", f"{stem}.fa.gz"):
+        fasta = write_text(tmp_path / name, text)
+        with pytest.raises(FastaFormatError) as info:
+            list(read_fasta(fasta))
+        yield fasta, str(info.value)
+
+
 @pytest.mark.parametrize(
     ("text", "line", "phrase"),
     [
@@ -105,11 +114,7 @@ def test_gzip_detected_by_magic_bytes_not_extension(tmp_path):
     ],
 )
 def test_format_errors_name_file_and_line(tmp_path, text, line, phrase):
-    for name in ("bad.fa", "bad.fa.gz"):
-        fasta = write_text(tmp_path / name, text)
-        with pytest.raises(FastaFormatError) as info:
-            list(read_fasta(fasta))
-        message = str(info.value)
+    for fasta, message in format_errors(tmp_path, text, "bad"):
         assert f"{fasta}, line {line}:" in message
         assert phrase in message
 
@@ -161,11 +166,7 @@ def test_truncated_gzip_is_a_format_error(tmp_path):
 )
 def test_gaps_digits_and_symbols_are_never_residues(tmp_path, text, line, column, phrase):
     """Under every alphabet policy: the reader stops before a policy could map them to X."""
-    for name in ("gapped.fa", "gapped.fa.gz"):
-        fasta = write_text(tmp_path / name, text)
-        with pytest.raises(FastaFormatError) as info:
-            list(read_fasta(fasta))
-        message = str(info.value)
+    for fasta, message in format_errors(tmp_path, text, "gapped"):
         assert f"{fasta}, line {line}: record 'a' holds {phrase} at column {column}" in message
         assert "only letters are residues" in message
 
