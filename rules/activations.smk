@@ -4,6 +4,9 @@
 
 
 rule cache_activations:
+    wildcard_constraints:
+        # Every dataset but the intermediate ones (the name must not be followed by another name character).
+        dataset=f"(?!(?:{intermediate_pattern()})(?![A-Za-z0-9_.-]))[A-Za-z0-9_.-]+",
     input:
         shards=f"{LAYOUT.sequences()}/shards",
     output:
@@ -19,6 +22,8 @@ rule cache_activations:
     benchmark:
         f"{LOGS}/activations/{{dataset}}/shard{{shard}}.benchmark.tsv"
     threads: config["activations"]["threads"]
+    # The critical path first (caching, then training, then encoding); probes fill the gaps.
+    priority: 3
     resources:
         mem_mb=config["activations"]["mem_mb"],
         runtime=config["activations"]["runtime"],
@@ -27,6 +32,17 @@ rule cache_activations:
         "../envs/torch.yaml"
     script:
         "../workflow/scripts/cache_activations.py"
+
+
+# With keep_intermediates false, the dense caches of the evaluation set and the probe tasks are
+# removed once every job that reads them is done (Snakemake's temp()); the training cache stays.
+use rule cache_activations as cache_intermediate_activations with:
+    priority: 1
+    output:
+        parquet=[temp(f"{LAYOUT.activations(layer=layer)}/shard{{shard}}.parquet") for layer in LAYERS],
+        stats=LAYOUT.activation_stats(),
+    wildcard_constraints:
+        dataset=intermediate_pattern(),
 
 
 rule activation_manifest:

@@ -227,6 +227,21 @@ def encode_group_name(dataset, layers, specs):
     return f"{dataset}_{span}"
 
 
+def intermediate(dataset):
+    """Whether ``dataset``'s per-residue files (its dense cache, its code shards) are intermediate:
+    with keep_intermediates false, those of the evaluation set and the probe tasks, which later jobs
+    only condense (maxima, patterns, probe features). The training cache and every dataset listed
+    under encode.datasets are always kept."""
+    derived = dataset == EVALSET or dataset in {probe_dataset(task) for task in PROBE_TASKS}
+    return not config["keep_intermediates"] and derived and dataset not in config["encode"]["datasets"]
+
+
+def intermediate_pattern():
+    """A ``dataset`` wildcard pattern matching the intermediate datasets (or nothing)."""
+    names = sorted(name for name in config["datasets"] if intermediate(name))
+    return "|".join(re.escape(name) for name in names) if names else "(?!)"
+
+
 def activation_shards(dataset, layer):
     return [f"{LAYOUT.activations(dataset, layer)}/shard{shard}.parquet" for shard in shard_ids(dataset)]
 

@@ -14,7 +14,8 @@ for dataset, layers, specs in encode_groups():
         input:
             **encode_group_inputs(dataset, layers, specs),
         output:
-            [path for spec in specs for path in code_shards(dataset, spec)],
+            # Removed once every job that reads them is done, when intermediate (keep_intermediates).
+            [temp(path) if intermediate(dataset) else path for spec in specs for path in code_shards(dataset, spec)],
         params:
             # The source in effect for this dataset, not encode.source (the training set and the
             # probe tasks are encoded from their caches whatever it says).
@@ -36,6 +37,7 @@ for dataset, layers, specs in encode_groups():
         benchmark:
             f"{LOGS}/codes/{encode_group_name(dataset, layers, specs)}.benchmark.tsv"
         threads: config["encode"]["threads"]
+        priority: 1
         resources:
             mem_mb=config["encode"]["mem_mb"],
             runtime=config["encode"]["runtime"],

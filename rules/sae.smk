@@ -26,6 +26,7 @@ rule train_sae:
     benchmark:
         f"{SAE_LOG}.benchmark.tsv"
     threads: config["sae"]["training"]["threads"]
+    priority: 2
     resources:
         mem_mb=config["sae"]["training"]["mem_mb"],
         runtime=config["sae"]["training"]["runtime"],

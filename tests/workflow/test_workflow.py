@@ -408,13 +408,26 @@ def planned_caches(text: str) -> set[str]:
 def test_two_fresh_runs_give_byte_identical_tables(tiny_run, tmp_path):
     """Every result table (TSV, CSV) of a second fresh run, byte for byte; timing stays out of them.
     The second run encodes the evaluation set straight from the model in one pass per dataset (no
-    dense cache), which gives the same codes as the cache."""
+    dense cache), which gives the same codes as the cache, and keeps no intermediates: the probe
+    tasks' dense caches and every code shard of the evaluation set and the probe tasks are gone at
+    the end, and a third run still has nothing to do."""
     again = workdir_copy(tmp_path)
     config = yaml.safe_load((Path(REPO) / "config/tiny.yaml").read_text())
     config["encode"] |= {"source": "model", "group_by": "dataset"}
+    config["keep_intermediates"] = False
     (tmp_path / "one_pass.yaml").write_text(yaml.safe_dump(config))
     snakemake(["--cores", "2", "--configfile", str(tmp_path / "one_pass.yaml")], cwd=again)
-    assert not (again / "results/tiny_esm2/activations/swissprot").exists()
+    results = again / "results/tiny_esm2"
+    assert not (results / "activations/swissprot").exists()
+    for dataset in ["swissprot", "probe_localization", "probe_secondary_structure"]:
+        assert list((results / "codes" / dataset).rglob("*.parquet")) == [], dataset
+    for task in ["probe_localization", "probe_secondary_structure"]:
+        assert list((results / "activations" / task).rglob("*.parquet")) == [], task
+        assert (results / "activations" / task / "layer1/manifest.json").exists()
+    assert len(list((results / "activations/uniref50").rglob("*.parquet"))) == 2 * len(config["layers"])
+    assert list(results.rglob("maxima.npz"))
+    rerun = snakemake(["--cores", "2", "--configfile", str(tmp_path / "one_pass.yaml")], cwd=again)
+    assert "Nothing to be done" in rerun.stdout + rerun.stderr
     first, second = result_tables(tiny_run), result_tables(again)
     assert len(first) > 40 and first.keys() == second.keys()
     assert [path for path in first if first[path] != second[path]] == []
