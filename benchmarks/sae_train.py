@@ -11,6 +11,11 @@ Measures, in one run:
     within the budget) and the learning rate constant, identical for all three.
   * decoding, per width and k: gathering the k selected decoder rows (``embedding_bag``) against
     scattering into a dense z and a dense matmul, forward plus backward.
+  * peers (``--peers``): protsae against EleutherAI's sparsify and SAELens (benchmarks/peers.py;
+    ``pip install -e ".[bench]"``) at width 16,384, k 32, d_model 512, batch 4096, float32 on
+    CPU: the same planted batches, steps interleaved in rotating order, each library's own
+    optimiser, learning rate and schedule (protsae's also at ``--lr``, constant, as above);
+    tokens/s is the median step, FVU is held-out after ``--peer-steps`` steps.
   * peak RSS of `protsae.sae.train.train_sae` reading a Parquet cache (seq_id string, pos int32,
     act fixed_size_list<float16>[d_model], as the caching stage writes it) of 1x and 4x the size,
     each in a fresh subprocess; both train on the same number of tokens (one pass over the 4x
@@ -18,6 +23,7 @@ Measures, in one run:
 
     python benchmarks/sae_train.py            # default grid, ~10 minutes on 2 cores
     python benchmarks/sae_train.py --quick    # one small configuration, ~1 minute
+    python benchmarks/sae_train.py --peers    # only the peers' table, ~10 minutes on 2 cores
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ from torch import nn
 from protsae.sae.config import SAEConfig
 from protsae.sae.train import (
     TrainConfig,
+    _lr_factor,
+    default_lr,
     evaluate,
     make_optimizer,
     train_sae,
@@ -146,6 +154,83 @@ def train_side_by_side(width: int, k: int, args, data: PlantedActivations, heldo
         "heldout_fvu": fvu,
         "step_seconds": seconds,
     }
+
+
+def train_peers(args, data: PlantedActivations, heldout: torch.Tensor) -> dict:
+    """protsae, sparsify and SAELens on the same batches (module docstring; benchmarks/peers.py)."""
+    import peers
+
+    versions = peers.available()
+    missing = [name for name, version in versions.items() if version is None]
+    if missing:
+        raise SystemExit(f"--peers needs {', '.join(missing)}: pip install -e \".[bench]\"")
+    width, k, n_steps = args.peer_width, args.peer_k, args.peer_steps
+    first = data.sample(args.batch_size)
+    cfg = SAEConfig(d_model=args.d_model, n_latents=width, k=k, dead_tokens_threshold=10**12, normalize_input=True)
+    train_cfg = TrainConfig(batch_size=args.batch_size, device="cpu")
+    protsae_default = make_sae(cfg)
+    protsae_default.initialize(first)
+    protsae_lr = make_sae(cfg)
+    protsae_lr.load_state_dict(protsae_default.state_dict())
+    lr = default_lr(width)
+    optimizers = {"protsae": make_optimizer(protsae_default, lr, train_cfg),
+                  "protsae_lr": make_optimizer(protsae_lr, args.lr, train_cfg)}
+    sparsify_run = peers.SparsifyRun(args.d_model, width, k, first)
+    saelens_run = peers.SAELensRun(args.d_model, width, k, args.batch_size, n_steps)
+
+    def protsae_step(name, sae, step, x):
+        if name == "protsae":  # protsae's own schedule: linear warm-up, constant, linear decay
+            for group in optimizers[name].param_groups:
+                group["lr"] = lr * _lr_factor(step, n_steps, train_cfg.warmup_fraction, train_cfg.decay_fraction)
+        training_step(sae, optimizers[name], x, grad_clip_norm=train_cfg.grad_clip_norm)
+
+    steps = {
+        "protsae": lambda step, x: protsae_step("protsae", protsae_default, step, x),
+        "protsae_lr": lambda step, x: protsae_step("protsae_lr", protsae_lr, step, x),
+        "sparsify": lambda step, x: sparsify_run.step(x),
+        "saelens": lambda step, x: saelens_run.step(x),
+    }
+    names = list(steps)
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    for step in range(n_steps):
+        x = data.sample(args.batch_size)
+        shift = step % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            steps[name](step, x)
+            seconds[name].append(time.perf_counter() - start)
+    timed = {name: values[args.warmup_steps :] for name, values in seconds.items()}
+    fvu = {
+        "protsae": evaluate(protsae_default, heldout, args.batch_size)["fvu"],
+        "protsae_lr": evaluate(protsae_lr, heldout, args.batch_size)["fvu"],
+        "sparsify": peers.heldout_fvu(sparsify_run.reconstruct, heldout, args.batch_size),
+        "saelens": peers.heldout_fvu(saelens_run.reconstruct, heldout, args.batch_size),
+    }
+    return {
+        "width": width, "k": k, "d_model": args.d_model, "batch_size": args.batch_size, "steps": n_steps,
+        "tokens": n_steps * args.batch_size, "versions": versions,
+        "learning_rates": {"protsae": lr, "protsae_lr": args.lr, "sparsify": 5e-3 / (width / 2**14) ** 0.5,
+                           "saelens": saelens_run.trainer.cfg.lr},
+        "tokens_per_s": {name: args.batch_size / statistics.median(values) for name, values in timed.items()},
+        "heldout_fvu": fvu,
+        "step_seconds": seconds,
+    }
+
+
+def print_peers(row: dict) -> None:
+    labels = {
+        "protsae": f"protsae (lr {row['learning_rates']['protsae']:.0e}, warm-up and decay)",
+        "protsae_lr": f"protsae (lr {row['learning_rates']['protsae_lr']:.0e}, constant)",
+        "sparsify": f"sparsify {row['versions']['sparsify']} (SignSGD, lr {row['learning_rates']['sparsify']:.0e})",
+        "saelens": f"SAELens {row['versions']['saelens']} (Adam, lr {row['learning_rates']['saelens']:.0e})",
+    }
+    print(f"\npeers: width {row['width']:,}, k {row['k']}, d_model {row['d_model']}, batch {row['batch_size']}, "
+          f"{row['steps']} steps ({row['tokens']:,} tokens), float32, CPU")
+    print(f"{'trainer':<48} {'tokens/s':>9} {'vs fastest peer':>15} {'held-out FVU':>12}")
+    fastest_peer = max(row["tokens_per_s"][name] for name in ("sparsify", "saelens"))
+    for name, label in labels.items():
+        rate = row["tokens_per_s"][name]
+        print(f"{label:<48} {rate:>9,.0f} {rate / fastest_peer:>14.2f}x {row['heldout_fvu'][name]:>12.4f}")
 
 
 def time_decoders(width: int, k: int, args) -> dict:
@@ -278,6 +363,10 @@ def main() -> None:
     parser.add_argument("--rss-shuffle-buffer", type=int, default=65536)
     parser.add_argument("--rss-repeats", type=int, default=2, help="fresh processes per cache size")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--peers", action="store_true", help="only protsae against sparsify and SAELens")
+    parser.add_argument("--peer-width", type=int, default=16384)
+    parser.add_argument("--peer-k", type=int, default=32)
+    parser.add_argument("--peer-steps", type=int, default=48)
     parser.add_argument("--quick", action="store_true", help="width 4096, k 32, 8 steps, a 32k-token cache, 1 repeat")
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/sae_train.json"))
     parser.add_argument("--rss-child", help=argparse.SUPPRESS)
@@ -297,6 +386,17 @@ def main() -> None:
     heldout_source.generator.manual_seed(12345)  # other tokens
     heldout = heldout_source.sample(args.heldout_tokens)
     started = time.perf_counter()
+    if args.peers:
+        row = train_peers(args, data, heldout)
+        print_peers(row)
+        report = {"settings": {k: v for k, v in vars(args).items() if k not in ("rss_child", "rss_train_tokens", "out")},
+                  "torch": torch.__version__, "threads": torch.get_num_threads(), "peers": row,
+                  "seconds": time.perf_counter() - started}
+        out = Path(args.out).with_name("sae_peers.json") if args.out.endswith("sae_train.json") else Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {out}")
+        return
     decoding = [time_decoders(width, k, args) for width in args.widths for k in args.ks]
     training = [train_side_by_side(width, k, args, data, heldout) for width in args.widths for k in args.ks]
     rss = measure_rss(args)
