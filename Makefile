@@ -8,7 +8,7 @@ STAMP    = $(VENV)/.protsae-installed
 TOOLS    = mmseqs clustalo blastp
 CORES   ?= all
 
-.PHONY: setup tools demo test lint dryrun clean
+.PHONY: setup tools demo test lint dryrun bench-peers clean
 
 setup: $(STAMP) tools
 
@@ -42,6 +42,11 @@ test: setup
 
 lint: setup
 	$(BIN)/snakemake --lint
+
+# protsae against EleutherAI's sparsify and SAELens (the bench extra; never needed by the workflow).
+bench-peers: setup
+	$(BIN)/python -m pip install --quiet --editable ".[bench]"
+	$(BIN)/python benchmarks/sae_train.py --peers
 
 dryrun: setup
 	$(BIN)/snakemake -n --quiet rules
