@@ -98,7 +98,10 @@ def test_dry_run(configfile, tmp_path):
     if config.get("encode", {}).get("source", "cache") == "cache":
         shards += config["evalset"].get("sample", {}).get("n_shards", 1)
         cached += 1
-    assert jobs["cache_activations"] == shards
+    # Without intermediates kept, the probe tasks' (and the evaluation set's) caches are temp().
+    assert jobs.get("cache_activations", 0) + jobs.get("cache_intermediate_activations", 0) == shards
+    if config.get("keep_intermediates", True) is False:
+        assert jobs["cache_activations"] == config["datasets"]["uniref50"]["n_shards"]
     assert jobs["activation_manifest"] == cached  # one per cached dataset, all its layers
     # Encoding: every SAE over the evaluation set and encode.datasets, the probed SAEs over each task.
     encoding = sum(n for rule, n in jobs.items() if rule.startswith("encode_codes_"))
