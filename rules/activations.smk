@@ -5,8 +5,7 @@
 
 rule cache_activations:
     wildcard_constraints:
-        # Every dataset but the intermediate ones (the name must not be followed by another name character).
-        dataset=f"(?!(?:{intermediate_pattern()})(?![A-Za-z0-9_.-]))[A-Za-z0-9_.-]+",
+        dataset=kept_pattern(),  # the intermediate datasets have the rule below
     input:
         shards=f"{LAYOUT.sequences()}/shards",
     output:

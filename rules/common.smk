@@ -31,8 +31,11 @@ LATENT_FIGURES = {
     "fig7b_width_sweep": ("width", ["family", "patterns"]),
 }
 
+# The characters of a dataset name (config/schema.yaml says the same of evalset.dataset).
+DATASET_CHAR = "[A-Za-z0-9_.-]"
+
 wildcard_constraints:
-    dataset="[A-Za-z0-9_.-]+",
+    dataset=f"{DATASET_CHAR}+",
     shard=r"\d+",
     layer=r"\d+",
     k=r"\d+",
@@ -240,6 +243,12 @@ def intermediate_pattern():
     """A ``dataset`` wildcard pattern matching the intermediate datasets (or nothing)."""
     names = sorted(name for name in config["datasets"] if intermediate(name))
     return "|".join(re.escape(name) for name in names) if names else "(?!)"
+
+
+def kept_pattern():
+    """A ``dataset`` wildcard pattern matching every other dataset: a name that does not start
+    with an intermediate one followed by the end of the name."""
+    return f"(?!(?:{intermediate_pattern()})(?!{DATASET_CHAR})){DATASET_CHAR}+"
 
 
 def activation_shards(dataset, layer):
