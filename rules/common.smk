@@ -186,6 +186,11 @@ def encoding_targets():
             for path in code_shards(dataset, spec)]
 
 
+def maxima_file(spec):
+    """The per-protein maxima of the evaluation set under one SAE (written by its encoding job)."""
+    return f"{LAYOUT.latents(EVALSET, spec)}/maxima.npz"
+
+
 def evalset_codes(wc):
     """The code shards of the evaluation set under one SAE."""
     return code_shards(EVALSET, wildcard_spec(wc))

@@ -1,5 +1,6 @@
 # Stage 3b: run the trained SAEs over a dataset and store only their k non-zero latents per residue
-# (METHODS.md section 4). Later analyses read these codes, never the dense activations. Each job
+# (METHODS.md section 4), and over the evaluation set each SAE's per-protein maxima (which the
+# latent analyses read). Later analyses read these codes, never the dense activations. Each job
 # encodes a whole dataset, shard after shard, under one SAE (encode.group_by: sae), every SAE of
 # one layer (layer) or every SAE of every layer (dataset) in one pass: a cached shard is read once
 # for all SAEs of its layer, or, with encode.source: model, one forward pass feeds them all and no
@@ -15,7 +16,9 @@ for dataset, layers, specs in encode_groups():
             **encode_group_inputs(dataset, layers, specs),
         output:
             # Removed once every job that reads them is done, when intermediate (keep_intermediates).
-            [temp(path) if intermediate(dataset) else path for spec in specs for path in code_shards(dataset, spec)],
+            codes=[temp(path) if intermediate(dataset) else path for spec in specs for path in code_shards(dataset, spec)],
+            # Over the evaluation set, each SAE's per-protein maxima too, from the codes just written.
+            maxima=[maxima_file(spec) for spec in specs] if dataset == EVALSET else [],
         params:
             # The source in effect for this dataset, not encode.source (the training set and the
             # probe tasks are encoded from their caches whatever it says).

@@ -1,7 +1,8 @@
 # Stage 4: what the latents are (METHODS.md sections 1, 4-6). The evaluation set (Swiss-Prot,
 # clustered at 30% identity, one representative per cluster) is cached and encoded like any other
-# dataset; from its codes come the per-protein maxima, the family-specificity F1 sweep with its
-# annotation-gap candidates, the activation-pattern classes, and Figs 3c, 3d, 7a and 7b.
+# dataset; its encoding jobs write the per-protein maxima (rules/encoding.smk), from which come the
+# family-specificity F1 sweep with its annotation-gap candidates; from its codes, the
+# activation-pattern classes; and Figs 3c, 3d, 7a and 7b.
 
 # One SAE's latent tables and their logs (wildcards layer, variant, k, width).
 SAE_LATENTS = LAYOUT.latents(EVALSET)
@@ -75,25 +76,6 @@ rule evalset_split:
         "../envs/torch.yaml"
     script:
         "../workflow/scripts/evalset_split.py"
-
-
-rule protein_maxima:
-    input:
-        codes=evalset_codes,
-    output:
-        f"{SAE_LATENTS}/maxima.npz",
-    log:
-        f"{SAE_LATENT_LOGS}/maxima.log",
-    benchmark:
-        f"{SAE_LATENT_LOGS}/maxima.benchmark.tsv"
-    threads: 1
-    resources:
-        mem_mb=config["latents"]["mem_mb"],
-        runtime=config["latents"]["runtime"],
-    conda:
-        "../envs/torch.yaml"
-    script:
-        "../workflow/scripts/protein_maxima.py"
 
 
 rule family_specificity:

@@ -111,7 +111,7 @@ def test_dry_run(configfile, tmp_path):
     assert "projected activation caches" in proc.stderr
     # The latent analyses: one evaluation set, every SAE characterised, the four figures.
     assert jobs["evalset_cluster"] == 1 and jobs["family_labels"] == 1 and jobs["evalset_split"] == 1
-    for rule in ("protein_maxima", "family_specificity", "activation_patterns"):
+    for rule in ("family_specificity", "activation_patterns"):
         assert jobs[rule] == n_saes
     figures = {"per_layer": "layers", "k": "k", "width": "width"} | config.get("latents", {}).get("figures", {})
     figures_per_sweep = {"per_layer": 2, "k": 1, "width": 1}  # 3c and 3d; 7a; 7b
@@ -377,7 +377,7 @@ def test_tiny_config_end_to_end(tiny_run, tmp_path):
     assert planned_jobs(proc.stdout + proc.stderr) == {
         "all": 1, "train_sae": 1, "evaluate_sae": 1, "sae_summary": 1, "sae_sweep_figure": 2,
         "encode_codes_uniref50_layer2_topk_k8_w64": 1, "encode_codes_swissprot_layer2_topk_k8_w64": 1,
-        "protein_maxima": 1, "family_specificity": 1, "activation_patterns": 1, "latent_summary": 1,
+        "family_specificity": 1, "activation_patterns": 1, "latent_summary": 1,
         "latent_figure": 1,
     }
 

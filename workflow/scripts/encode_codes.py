@@ -1,5 +1,6 @@
 """Snakemake script: sparse latent codes of one dataset under every SAE of one encoding group
-(its layer, or every layer), one shard after another, one pass per shard for all of them."""
+(its layer, or every layer), one shard after another, one pass per shard for all of them; over the
+evaluation set, each SAE's per-protein maxima too."""
 
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import torch
 
 from protsae.activations.manifest import verified_manifest
 from protsae.codes.encode import CodeTarget, encode_cache_many, encode_model_many
+from protsae.codes.maxima import max_activation_per_protein
 from protsae.logs import setup_logging
 from protsae.models import load_model, resolve_device
 from protsae.sae.io import load_sae
@@ -41,3 +43,11 @@ for shard in range(params.n_shards):
         for layer, group in groups.items():
             for target, target_stats in zip(group, stats[layer]):
                 log.info("shard %d, %s: %s", shard, target.sae_path, target_stats.as_dict())
+
+# Over the evaluation set: each SAE's per-protein maxima (output.maxima, one per target in order),
+# from the code shards just written.
+for target, maxima_path in zip(params.targets, snakemake.output.maxima):
+    maxima = max_activation_per_protein(target["codes"])
+    maxima.save(maxima_path)
+    log.info("%s maxima: %d proteins x %d latents, %d non-zeros (density %.4f)", target["sae"], *maxima.shape,
+             len(maxima.value), len(maxima.value) / max(1, maxima.shape[0] * maxima.shape[1]))
