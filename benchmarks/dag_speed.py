@@ -1,4 +1,4 @@
-"""How long Snakemake takes before any job runs: a dry run of the paper's config (851 jobs; its
+"""How long Snakemake takes before any job runs: a dry run of the paper's config (814 jobs; its
 inputs are created empty in a scratch copy of the workflow) and a no-op rerun of the demo in the
 repository, once it has run (``snakemake --cores all`` with nothing to do).
 

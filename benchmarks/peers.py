@@ -22,13 +22,14 @@ import io
 
 import torch
 
-PEERS = ("sparsify", "saelens")
+PEERS = {"sparsify": "sparsify", "saelens": "sae_lens"}
+"""Each peer's name in the benchmark's tables -> its module."""
 
 
 def available() -> dict[str, str | None]:
     """Each peer's version, or None where it is not installed."""
     versions = {}
-    for name, module in (("sparsify", "sparsify"), ("saelens", "sae_lens")):
+    for name, module in PEERS.items():
         try:
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                 imported = __import__(module)
@@ -51,12 +52,13 @@ class SparsifyRun:
         from sparsify.sign_sgd import SignSGD
 
         torch.manual_seed(seed)
+        self.lr = 5e-3 / (width / 2**14) ** 0.5  # Trainer's default for its signum optimiser
         self.sae = SparseCoder(d_model, SparseCoderConfig(num_latents=width, k=k), device="cpu", dtype=torch.float32)
         # Trainer.fit, first step: centre the pre-activations by the batch mean; unit-norm decoder.
         self.sae.b_dec.data = first_batch.mean(0).to(self.sae.dtype)
         self.sae.set_decoder_norm_to_unit_norm()
         self.optimizer = ScheduleFreeWrapper(
-            SignSGD([{"params": self.sae.parameters(), "lr": 5e-3 / (width / 2**14) ** 0.5}]), momentum=0.95
+            SignSGD([{"params": self.sae.parameters(), "lr": self.lr}]), momentum=0.95
         )
         self.optimizer.train()
 
@@ -104,9 +106,3 @@ class SAELensRun:
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         return self.sae(x)
 
-
-@torch.no_grad()
-def heldout_fvu(reconstruct, tokens: torch.Tensor, batch_size: int) -> float:
-    """Squared error over total variance of held-out ``tokens`` (the same formula protsae reports)."""
-    squared_error = sum(float((x - reconstruct(x)).pow(2).sum()) for x in tokens.split(batch_size))
-    return squared_error / float((tokens - tokens.mean(0)).pow(2).sum())

@@ -107,10 +107,16 @@ class DenseTopK(nn.Module):
         with torch.no_grad():
             self.W_dec /= self.W_dec.norm(dim=1, keepdim=True)
 
-    @torch.no_grad()
     def heldout_fvu(self, tokens: torch.Tensor, batch_size: int) -> float:
-        squared_error = sum(float((x - self(x)[0]).pow(2).sum()) for x in tokens.split(batch_size))
-        return squared_error / float((tokens - tokens.mean(0)).pow(2).sum())
+        return heldout_fvu(lambda x: self(x)[0], tokens, batch_size)
+
+
+@torch.no_grad()
+def heldout_fvu(reconstruct, tokens: torch.Tensor, batch_size: int) -> float:
+    """Squared error over total variance of held-out ``tokens`` (the formula protsae reports),
+    for the trainers that are not protsae's (`protsae.sae.train.evaluate` is)."""
+    squared_error = sum(float((x - reconstruct(x)).pow(2).sum()) for x in tokens.split(batch_size))
+    return squared_error / float((tokens - tokens.mean(0)).pow(2).sum())
 
 
 def train_side_by_side(width: int, k: int, args, data: PlantedActivations, heldout: torch.Tensor) -> dict:
@@ -203,13 +209,13 @@ def train_peers(args, data: PlantedActivations, heldout: torch.Tensor) -> dict:
     fvu = {
         "protsae": evaluate(protsae_default, heldout, args.batch_size)["fvu"],
         "protsae_lr": evaluate(protsae_lr, heldout, args.batch_size)["fvu"],
-        "sparsify": peers.heldout_fvu(sparsify_run.reconstruct, heldout, args.batch_size),
-        "saelens": peers.heldout_fvu(saelens_run.reconstruct, heldout, args.batch_size),
+        "sparsify": heldout_fvu(sparsify_run.reconstruct, heldout, args.batch_size),
+        "saelens": heldout_fvu(saelens_run.reconstruct, heldout, args.batch_size),
     }
     return {
         "width": width, "k": k, "d_model": args.d_model, "batch_size": args.batch_size, "steps": n_steps,
         "tokens": n_steps * args.batch_size, "versions": versions,
-        "learning_rates": {"protsae": lr, "protsae_lr": args.lr, "sparsify": 5e-3 / (width / 2**14) ** 0.5,
+        "learning_rates": {"protsae": lr, "protsae_lr": args.lr, "sparsify": sparsify_run.lr,
                            "saelens": saelens_run.trainer.cfg.lr},
         "tokens_per_s": {name: args.batch_size / statistics.median(values) for name, values in timed.items()},
         "heldout_fvu": fvu,
@@ -227,7 +233,7 @@ def print_peers(row: dict) -> None:
     print(f"\npeers: width {row['width']:,}, k {row['k']}, d_model {row['d_model']}, batch {row['batch_size']}, "
           f"{row['steps']} steps ({row['tokens']:,} tokens), float32, CPU")
     print(f"{'trainer':<48} {'tokens/s':>9} {'vs fastest peer':>15} {'held-out FVU':>12}")
-    fastest_peer = max(row["tokens_per_s"][name] for name in ("sparsify", "saelens"))
+    fastest_peer = max(row["tokens_per_s"][name] for name in row["versions"])
     for name, label in labels.items():
         rate = row["tokens_per_s"][name]
         print(f"{label:<48} {rate:>9,.0f} {rate / fastest_peer:>14.2f}x {row['heldout_fvu'][name]:>12.4f}")

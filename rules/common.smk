@@ -105,14 +105,17 @@ def dataset_key(name):
     """Where the config declares a dataset's settings (the derived ones: under evalset or probes)."""
     if name == EVALSET:
         return "evalset"
-    for task in PROBE_TASKS:
-        if name == probe_dataset(task):
-            return f"probes.tasks.{task}.sample"
+    if name in PROBE_DATASETS:
+        return f"probes.tasks.{PROBE_DATASETS[name]}.sample"
     return f"datasets.{name}"
 
 
 def probe_dataset(task):
     return f"probe_{task}"
+
+
+# Each probe task's dataset -> the task.
+PROBE_DATASETS = {probe_dataset(task): task for task in PROBE_TASKS}
 
 
 def dataset_config(dataset):
@@ -209,7 +212,7 @@ def encoded_specs():
 
 def encode_source(dataset):
     """cache, or model for a dataset the workflow would cache only to encode it."""
-    cached_anyway = dataset == TRAIN_DATASET or dataset in {probe_dataset(task) for task in PROBE_TASKS}
+    cached_anyway = dataset == TRAIN_DATASET or dataset in PROBE_DATASETS
     return "cache" if cached_anyway else config["encode"]["source"]
 
 
@@ -240,7 +243,7 @@ def intermediate(dataset):
     with keep_intermediates false, those of the evaluation set and the probe tasks, which later jobs
     only condense (maxima, patterns, probe features). The training cache and every dataset listed
     under encode.datasets are always kept."""
-    derived = dataset == EVALSET or dataset in {probe_dataset(task) for task in PROBE_TASKS}
+    derived = dataset == EVALSET or dataset in PROBE_DATASETS
     return not config["keep_intermediates"] and derived and dataset not in config["encode"]["datasets"]
 
 
