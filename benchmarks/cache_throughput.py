@@ -3,7 +3,8 @@
 Measures, side by side in one run (medians over repeats, variants interleaved):
   * the model forward alone over length-sorted token-budget batches,
   * the full caching path (forward + position selection + float16 + Parquet, all layers) over the
-    same batches, dense and with the demo's per-sequence position subset,
+    same batches, dense and with the demo's per-sequence position subset, in the default ``act``
+    layout (fixed_size_binary), and dense in the fixed_size_list layout (format 1) for comparison,
   * the forward over random-order fixed-size batches holding as many sequences on average.
 
 The caching overhead is reported two ways: the ratio of the median times of separate runs (on a
@@ -44,12 +45,12 @@ def forward_only(model, sequences, batches, layers) -> float:
     return time.perf_counter() - start
 
 
-def full_cache(model, sequences, layers, max_tokens, positions, workdir) -> tuple[float, float]:
+def full_cache(model, sequences, layers, max_tokens, positions, workdir, layout) -> tuple[float, float]:
     """Wall time of one caching run, and its overhead over its own forward calls."""
     start = time.perf_counter()
     stats = cache_activations(
         model, sequences, layers, {layer: Path(workdir) / f"layer{layer}.parquet" for layer in layers},
-        max_tokens=max_tokens, positions_per_sequence=positions, progress=False,
+        max_tokens=max_tokens, positions_per_sequence=positions, act_layout=layout, progress=False,
     )
     seconds = time.perf_counter() - start
     return seconds, seconds / stats.forward_seconds - 1
@@ -59,7 +60,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(REPO / "config/config.yaml"))
     parser.add_argument("--n-sequences", type=int, default=400)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/cache_throughput.json"))
@@ -81,15 +82,18 @@ def main() -> None:
     shuffled_batches = random_batches(len(sequences), fixed_size, seed=args.seed)
     n_residues = sum(lengths)
 
-    timings = {"forward_sorted": [], "cache_dense": [], "cache_subset": [], "forward_random": []}
-    in_run = {"cache_dense": [], "cache_subset": []}
+    timings = {"forward_sorted": [], "cache_dense": [], "cache_subset": [], "cache_dense_list": [],
+               "forward_random": []}
+    in_run = {"cache_dense": [], "cache_subset": [], "cache_dense_list": []}
+    variants = (("cache_dense", None, "fixed_size_binary"), ("cache_subset", positions, "fixed_size_binary"),
+                ("cache_dense_list", None, "fixed_size_list"))
     forward_only(model, sequences, sorted_batches[:2], layers)  # warm-up
     with tempfile.TemporaryDirectory() as workdir:
         for _ in range(args.repeats):
             timings["forward_sorted"].append(forward_only(model, sequences, sorted_batches, layers))
-            for name, subset in (("cache_dense", None), ("cache_subset", positions)):
-                if name == "cache_dense" or positions:
-                    seconds, overhead = full_cache(model, sequences, layers, max_tokens, subset, workdir)
+            for name, subset, layout in variants:
+                if name != "cache_subset" or positions:
+                    seconds, overhead = full_cache(model, sequences, layers, max_tokens, subset, workdir, layout)
                     timings[name].append(seconds)
                     in_run[name].append(overhead)
             timings["forward_random"].append(forward_only(model, sequences, shuffled_batches, layers))
@@ -117,6 +121,7 @@ def main() -> None:
         "in_run_overhead": in_run,
         "cache_overhead_dense": medians["cache_dense"] / medians["forward_sorted"] - 1,
         "in_run_overhead_dense": statistics.median(in_run["cache_dense"]),
+        "in_run_overhead_dense_list": statistics.median(in_run["cache_dense_list"]),
         "sorted_speedup_over_random": medians["forward_random"] / medians["forward_sorted"],
     }
     if positions:
@@ -130,6 +135,7 @@ def main() -> None:
         "forward_sorted": "forward, length-sorted token budget",
         "cache_dense": "full caching path, every residue",
         "cache_subset": f"full caching path, {positions} positions/sequence",
+        "cache_dense_list": "same, every residue, fixed_size_list layout",
         "forward_random": f"forward, random order, {fixed_size} per batch",
     }
     for name, value in rate.items():
@@ -139,7 +145,8 @@ def main() -> None:
           + (f", {100 * report['cache_overhead_subset']:.1f}% (subset)" if positions else ""))
     print(f"caching overhead over the forward pass, inside each caching run (median): "
           f"{100 * report['in_run_overhead_dense']:.1f}% (dense)"
-          + (f", {100 * report['in_run_overhead_subset']:.1f}% (subset)" if positions else ""))
+          + (f", {100 * report['in_run_overhead_subset']:.1f}% (subset)" if positions else "")
+          + f"; {100 * report['in_run_overhead_dense_list']:.1f}% (dense, fixed_size_list)")
     print(f"sorted token-budget batches vs random fixed-size: {report['sorted_speedup_over_random']:.2f}x "
           f"(padding {100 * report['padding_share_sorted']:.1f}% vs {100 * report['padding_share_random']:.1f}%)")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -84,7 +84,16 @@ class Layout:
         return f"{self.results}/sequences/{dataset}"
 
     def activations(self, dataset: str = "{dataset}", layer: int | str = "{layer}") -> str:
+        """The folder of one layer's manifest (which lists that layer's file in every shard)."""
         return f"{self.results}/activations/{dataset}/layer{layer}"
+
+    def activation_shard(self, dataset: str = "{dataset}", shard: int | str = "{shard}") -> str:
+        """One caching job's folder: a ``layer<L>.parquet`` per cached layer. One folder, not one
+        file per layer, is what the workflow tracks, which keeps the paper's DAG light."""
+        return f"{self.results}/activations/{dataset}/shard{shard}"
+
+    def activation_file(self, dataset: str, shard: int | str, layer: int | str) -> str:
+        return f"{self.activation_shard(dataset, shard)}/layer{layer}.parquet"
 
     def activation_stats(self, dataset: str = "{dataset}", shard: int | str = "{shard}") -> str:
         """What caching one shard measured (all layers at once), with each file's size and sha256."""
@@ -97,7 +106,7 @@ class Layout:
         return f"{self.results}/sae/{spec.dataset}/{spec.folder}"
 
     def codes(self, dataset: str, spec: SAESpec | None = None) -> str:
-        """The code shards of ``dataset`` under one SAE."""
+        """The folder of the code shards (``shard<N>.parquet``) of ``dataset`` under one SAE."""
         return f"{self.results}/codes/{dataset}/{SAE_FOLDER if spec is None else spec.folder}"
 
     def latents_root(self, evalset: str) -> str:

@@ -1,6 +1,7 @@
-# Stage 2: one forward pass per (dataset, shard) writes every configured layer as Parquet;
-# a manifest per (dataset, layer), all of a dataset's made by one job, records the model, counts and
-# per-shard checksums.
+# Stage 2: one forward pass per (dataset, shard) writes every configured layer as Parquet, one file
+# per layer in the shard's folder (the folder is the job's output, so the DAG tracks one node per
+# shard, not per shard and layer); a manifest per (dataset, layer), all of a dataset's made by one
+# job, records the model, counts and per-shard checksums.
 
 
 rule cache_activations:
@@ -9,7 +10,7 @@ rule cache_activations:
     input:
         shards=f"{LAYOUT.sequences()}/shards",
     output:
-        parquet=[f"{LAYOUT.activations(layer=layer)}/shard{{shard}}.parquet" for layer in LAYERS],
+        shard=directory(LAYOUT.activation_shard()),
         stats=LAYOUT.activation_stats(),
     params:
         model=model_settings(),
@@ -38,7 +39,7 @@ rule cache_activations:
 use rule cache_activations as cache_intermediate_activations with:
     priority: 1
     output:
-        parquet=[temp(f"{LAYOUT.activations(layer=layer)}/shard{{shard}}.parquet") for layer in LAYERS],
+        shard=temp(directory(LAYOUT.activation_shard())),
         stats=LAYOUT.activation_stats(),
     wildcard_constraints:
         dataset=intermediate_pattern(),

@@ -179,14 +179,14 @@ def all_targets():
 
 
 def code_shards(dataset, spec):
-    """The code shards of ``dataset`` under one SAE."""
+    """The code shards of ``dataset`` under one SAE (the files in its folder, LAYOUT.codes, which is
+    what the rules track)."""
     return [f"{LAYOUT.codes(dataset, spec)}/shard{shard}.parquet" for shard in shard_ids(dataset)]
 
 
 def encoding_targets():
     """Sparse latent codes of every SAE over every dataset listed under encode.datasets."""
-    return [path for dataset in config["encode"]["datasets"] for spec in sae_specs()
-            for path in code_shards(dataset, spec)]
+    return [LAYOUT.codes(dataset, spec) for dataset in config["encode"]["datasets"] for spec in sae_specs()]
 
 
 def maxima_file(spec):
@@ -195,7 +195,12 @@ def maxima_file(spec):
 
 
 def evalset_codes(wc):
-    """The code shards of the evaluation set under one SAE."""
+    """The folder of the code shards of the evaluation set under one SAE."""
+    return LAYOUT.codes(EVALSET, wildcard_spec(wc))
+
+
+def evalset_code_shards(wc):
+    """The files in that folder."""
     return code_shards(EVALSET, wildcard_spec(wc))
 
 
@@ -259,15 +264,21 @@ def kept_pattern():
     return f"(?!(?:{intermediate_pattern()})(?!{DATASET_CHAR})){DATASET_CHAR}+"
 
 
-def activation_shards(dataset, layer):
-    return [f"{LAYOUT.activations(dataset, layer)}/shard{shard}.parquet" for shard in shard_ids(dataset)]
+def activation_shards(dataset):
+    """The caching jobs' folders of ``dataset`` (what the rules track)."""
+    return [LAYOUT.activation_shard(dataset, shard) for shard in shard_ids(dataset)]
+
+
+def activation_files(dataset, layer):
+    """One layer's file in each of those folders (what the scripts read)."""
+    return [LAYOUT.activation_file(dataset, shard, layer) for shard in shard_ids(dataset)]
 
 
 def encode_group_inputs(dataset, layers, specs):
     inputs = {"weights": [sae_file(spec, "sae.safetensors") for spec in specs],
               "configs": [sae_file(spec, "config.json") for spec in specs]}
     if encode_source(dataset) == "cache":
-        inputs["activations"] = [path for layer in layers for path in activation_shards(dataset, layer)]
+        inputs["activations"] = activation_shards(dataset)
         inputs["manifests"] = [f"{LAYOUT.activations(dataset, layer)}/manifest.json" for layer in layers]
     else:
         inputs["sequences"] = f"{LAYOUT.sequences(dataset)}/shards"
@@ -376,13 +387,18 @@ def probe_fit_inputs(wc):
     }
     spec = probe_fit_spec(wc)
     if spec is None:
-        inputs["activations"] = [
-            f"{LAYOUT.activations(dataset, wc.layer)}/shard{s}.parquet" for s in shard_ids(dataset)
-        ]
+        inputs["activations"] = activation_shards(dataset)
         inputs["manifest"] = f"{LAYOUT.activations(dataset, wc.layer)}/manifest.json"
     else:
-        inputs["codes"] = code_shards(dataset, spec)
+        inputs["codes"] = LAYOUT.codes(dataset, spec)
     return inputs
+
+
+def probe_fit_shards(wc):
+    """The files a probe job reads: its layer's file of every cached shard, or its SAE's code shards."""
+    spec = probe_fit_spec(wc)
+    dataset = probe_dataset(wc.task)
+    return activation_files(dataset, wc.layer) if spec is None else code_shards(dataset, spec)
 
 
 def probe_figure_fits():

@@ -16,7 +16,9 @@ for dataset, layers, specs in encode_groups():
             **encode_group_inputs(dataset, layers, specs),
         output:
             # Removed once every job that reads them is done, when intermediate (keep_intermediates).
-            codes=[temp(path) if intermediate(dataset) else path for spec in specs for path in code_shards(dataset, spec)],
+            # Each SAE's folder of code shards.
+            codes=[temp(directory(path)) if intermediate(dataset) else directory(path)
+                   for path in (LAYOUT.codes(dataset, spec) for spec in specs)],
             # Over the evaluation set, each SAE's per-protein maxima too, from the codes just written.
             maxima=[maxima_file(spec) for spec in specs] if dataset == EVALSET else [],
         params:
@@ -30,7 +32,7 @@ for dataset, layers, specs in encode_groups():
             layers=layers,
             n_shards=len(shard_ids(dataset)),
             # layer -> (its manifest, its shards), read when the source is the cache.
-            caches={layer: (f"{LAYOUT.activations(dataset, layer)}/manifest.json", activation_shards(dataset, layer))
+            caches={layer: (f"{LAYOUT.activations(dataset, layer)}/manifest.json", activation_files(dataset, layer))
                     for layer in layers} if encode_source(dataset) == "cache" else {},
             # Each SAE of the group: its directory, layer and one code shard per dataset shard.
             targets=[{"sae": LAYOUT.sae(spec), "layer": spec.layer, "codes": code_shards(dataset, spec)}

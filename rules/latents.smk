@@ -114,6 +114,7 @@ rule activation_patterns:
         table=f"{SAE_LATENTS}/patterns.tsv",
         summary=f"{SAE_LATENTS}/patterns_summary.json",
     params:
+        codes=evalset_code_shards,
         n_top=config["latents"]["n_top"],
         top_fraction=config["latents"]["top_fraction"],
         min_top=config["latents"]["min_top"],

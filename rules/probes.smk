@@ -42,6 +42,7 @@ rule probe_fit:
     params:
         task=lambda wc: probe_task_settings(wc.task),
         probes=settings(config["probes"], exclude={"tasks", "sweeps", "figure_sweep"}),
+        shards=probe_fit_shards,
     log:
         f"{LOGS}/probes/{{task}}/layer{{layer}}/{{features}}.log",
     benchmark:

@@ -23,6 +23,7 @@ from protsae import __version__
 from protsae.activations.batches import token_budget_batches
 from protsae.activations.manifest import file_sha256
 from protsae.activations.storage import (
+    DEFAULT_ACT_LAYOUT,
     DEFAULT_COMPRESSION,
     FORMAT_VERSION,
     act_column,
@@ -129,6 +130,7 @@ def cache_activations(
     *,
     max_tokens: int = 16384,
     storage_dtype: str = "float16",
+    act_layout: str = DEFAULT_ACT_LAYOUT,
     positions_per_sequence: int | None = None,
     seed: int = 0,
     compression: str = DEFAULT_COMPRESSION,
@@ -140,7 +142,8 @@ def cache_activations(
 
     sequences: (seq_id, residues) pairs. out_paths: {layer: parquet path}. max_tokens: padded
     token budget per batch. positions_per_sequence: cache a seeded random subset of residue
-    positions per sequence (None = all). All files appear together, or none does; the temporaries
+    positions per sequence (None = all). act_layout: how ``act`` is stored (see
+    `protsae.activations.storage`; the default writes fastest). All files appear together, or none does; the temporaries
     a killed earlier call left for these files are deleted first.
     """
     if not sequences:
@@ -156,12 +159,14 @@ def cache_activations(
         "model": model.describe(),
         "d_model": model.d_model,
         "storage_dtype": storage_dtype,
+        "act_layout": act_layout,
         "positions_per_sequence": positions_per_sequence,
         "position_seed": seed,
         **(metadata or {}),
     }
     schemas = {
-        layer: shard_schema(model.d_model, storage_dtype, base_metadata | {"layer": layer}) for layer in layers
+        layer: shard_schema(model.d_model, storage_dtype, base_metadata | {"layer": layer}, act_layout)
+        for layer in layers
     }
     lengths = [len(seq) for _, seq in sequences]
     batches = token_budget_batches(lengths, max_tokens)
@@ -182,7 +187,7 @@ def cache_activations(
             hidden = model.hidden_states(tokens, layers)
             stats.forward_seconds += time.perf_counter() - tick
             tables = _batch_tables(ids, seqs, tokens.residue_mask, hidden, positions_per_sequence, seed,
-                                   storage_dtype, schemas)
+                                   storage_dtype, act_layout, schemas)
             for layer, table in tables.items():
                 writers[layer].write(table)
             stats.n_sequences += len(seqs)
@@ -203,7 +208,8 @@ def cache_activations(
     return stats
 
 
-def _batch_tables(ids, seqs, residue_mask, hidden, positions_per_sequence, seed, storage_dtype, schemas):
+def _batch_tables(ids, seqs, residue_mask, hidden, positions_per_sequence, seed, storage_dtype, act_layout,
+                  schemas):
     """Per-layer record batches of the cached residues of one model batch."""
     mask = residue_mask.cpu()
     # Column i + 1 holds residue i; keep the sampled residue columns of every row, in row order.
@@ -220,7 +226,7 @@ def _batch_tables(ids, seqs, residue_mask, hidden, positions_per_sequence, seed,
     for layer, states in hidden.items():
         acts = states[rows.to(states.device), cols.to(states.device)].to(torch_dtype).cpu().numpy()
         out[layer] = pa.RecordBatch.from_arrays(
-            [id_column, pos_column, act_column(acts, storage_dtype)], schema=schemas[layer]
+            [id_column, pos_column, act_column(acts, storage_dtype, act_layout)], schema=schemas[layer]
         )
     return out
 

@@ -32,7 +32,10 @@ def file_sha256(path: str | Path, chunk: int = 1 << 24) -> str:
 
 
 def rebuild_command(path: str | Path) -> str:
-    return f"rm -f {path} && snakemake --cores all {path} (with the run's --configfile)"
+    """How to rebuild a cached file of the workflow: its caching job's folder (a shard's files of
+    every layer, which is what Snakemake tracks) removed and made again."""
+    folder = Path(path).parent
+    return f"rm -rf {folder} && snakemake --cores all {folder} (with the run's --configfile)"
 
 
 def verify_shard(path: str | Path, sha256: str, n_bytes: int, recorded_in: str | Path) -> None:
@@ -70,7 +73,7 @@ def write_manifest(stats_paths: Sequence[str | Path], layer: int, out_path: str 
     from the stats files of the caching jobs alone (each records the size, checksum and schema
     metadata of every file it wrote); the shards themselves are checked by their readers."""
     shards = []
-    model = d_model = storage_dtype = positions = None
+    model = d_model = storage_dtype = layout = positions = None
     for stats_path in stats_paths:
         job = json.loads(Path(stats_path).read_text())
         if str(layer) not in job["layers"]:
@@ -83,11 +86,17 @@ def write_manifest(stats_paths: Sequence[str | Path], layer: int, out_path: str 
                 f"rebuild it: {rebuild_command(written['path'])}"
             )
         meta = written["metadata"]
+        # Format 1 shards, cached before the layout was recorded, are fixed-size lists.
+        shard_layout = meta.get("act_layout", "fixed_size_list")
         if model is None:
             model, d_model = meta["model"], meta["d_model"]
             storage_dtype, positions = meta["storage_dtype"], meta["positions_per_sequence"]
+            layout = shard_layout
         elif meta["model"] != model:
             raise ValueError(f"{written['path']} was cached with a different model than {shards[0]['path']}")
+        elif shard_layout != layout:
+            raise ValueError(f"{written['path']} stores act as {shard_layout}, {shards[0]['path']} as {layout}; "
+                             f"rebuild the dataset's cache with one activations.layout")
         shards.append({
             "path": written["path"],
             "sha256": written["sha256"],
@@ -102,6 +111,7 @@ def write_manifest(stats_paths: Sequence[str | Path], layer: int, out_path: str 
         "model": model,
         "d_model": d_model,
         "storage_dtype": storage_dtype,
+        "act_layout": layout,
         "positions_per_sequence": positions,
         "n_shards": len(shards),
         "n_tokens": sum(s["n_tokens"] for s in shards),

@@ -1,7 +1,8 @@
 """Stream cached residual-stream activations as shuffled token batches.
 
 The caching stage writes Parquet shards with one row per residue: ``seq_id`` (string), ``pos``
-(int32) and ``act`` (``fixed_size_list<float16 | float32>[d_model]``). Training reads them with
+(int32) and ``act`` (float16 or float32 rows of d_model, in either layout of
+`protsae.activations.storage`). Training reads them with
 `ActivationStream`: record batches are decoded column-wise (no per-row Python), pushed through a
 bounded shuffle buffer, and emitted as ``(batch_size, d_model)`` float32 tensors. Memory is the
 buffer plus one record batch, whatever the size of the cache.
@@ -23,19 +24,19 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
-from protsae.activations.storage import read_acts
+from protsae.activations.storage import column_dtype, column_width, read_acts
 
 ACT_COLUMN = "act"
 SEQ_ID_COLUMN = "seq_id"
 
 
 def shard_d_model(path: str | os.PathLike) -> int:
-    """``d_model`` of one shard: the ``act`` list size, checked against the ``d_model`` metadata."""
+    """``d_model`` of one shard: the ``act`` row width, checked against the ``d_model`` metadata."""
     schema = pq.read_schema(path)
-    act_type = schema.field(ACT_COLUMN).type
-    if not pa.types.is_fixed_size_list(act_type):
-        raise ValueError(f"{path}: column {ACT_COLUMN!r} is {act_type}, expected fixed_size_list")
-    d_model = act_type.list_size
+    try:
+        d_model = column_width(schema.field(ACT_COLUMN))
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
     meta = schema.metadata or {}
     # The caching stage writes metadata values as JSON.
     if b"d_model" in meta and int(json.loads(meta[b"d_model"])) != d_model:
@@ -250,7 +251,7 @@ class ActivationStream:
         self.d_model = d_models.pop()
         self.storage_dtype = np.dtype(
             np.float32
-            if any(pq.read_schema(p).field(ACT_COLUMN).type.value_type == pa.float32() for p in self.paths)
+            if any(column_dtype(pq.read_schema(p).field(ACT_COLUMN)) == np.float32 for p in self.paths)
             else np.float16
         )
         self.batch_size = batch_size

@@ -22,6 +22,7 @@ from protsae import __version__
 from protsae.activations.batches import token_budget_batches
 from protsae.activations.cache import ShardWriter
 from protsae.activations.storage import (
+    column_width,
     list_column,
     read_acts,
     shard_metadata,
@@ -180,7 +181,7 @@ def encode_cache_many(
     targets = [target.resolved() for target in targets]
     start = time.perf_counter()
     source = shard_metadata(activation_shard)
-    _check_width(targets, pq.read_schema(activation_shard).field("act").type.list_size, str(activation_shard))
+    _check_width(targets, column_width(pq.read_schema(activation_shard).field("act")), str(activation_shard))
     stats = [EncodeStats() for _ in targets]
     parquet = pq.ParquetFile(activation_shard)
     bar = tqdm(total=parquet.metadata.num_rows, unit="res", unit_scale=True, desc="encoding",

@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 
 from protsae.activations.storage import (
+    column_to_numpy,
+    column_width,
     list_to_numpy,
     read_acts,
     shard_batches,
@@ -179,9 +181,9 @@ def _read_residues(paths: PathOrPaths, labels: pd.DataFrame, columns: dict[str, 
                    batch_rows: int) -> tuple[_ResidueLabels, np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """Walk the shards and keep the labelled residues of ``labels``.
 
-    columns: the fixed-size-list columns to keep and the dtype of each, e.g. {"act": np.float32}.
+    columns: the fixed-size columns (list or protsae binary) to keep and the dtype of each, e.g. {"act": np.float32}.
     Returns the labels, the kept residues' protein (n,), pos (n,) and class code (n,), and per
-    column an (n, list_size) array, filled in place (n is known from the labels).
+    column an (n, width) array, filled in place (n is known from the labels).
     """
     table = _residue_labels(labels)
     index_of = _index_of(table.protein_ids)
@@ -193,7 +195,7 @@ def _read_residues(paths: PathOrPaths, labels: pd.DataFrame, columns: dict[str, 
     filled = 0
     for batch, row_protein in shard_batches(paths, ["pos", *columns], index_of, batch_rows):
         if not arrays:
-            arrays = {name: np.empty((n_rows, batch.schema.field(name).type.list_size), dtype=dtype)
+            arrays = {name: np.empty((n_rows, column_width(batch.schema.field(name))), dtype=dtype)
                       for name, dtype in columns.items()}
         pos = batch.column("pos").to_numpy(zero_copy_only=False).astype(np.int64)
         listed = row_protein >= 0
@@ -209,7 +211,7 @@ def _read_residues(paths: PathOrPaths, labels: pd.DataFrame, columns: dict[str, 
         pos_out[filled:stop] = pos[keep]
         y_out[filled:stop] = code[keep]
         for name, array in arrays.items():
-            array[filled:stop] = list_to_numpy(batch.column(name))[keep]
+            array[filled:stop] = column_to_numpy(batch, name)[keep]
         filled = stop
     found = np.bincount(protein_out[:filled], minlength=len(table.protein_ids))
     short = np.flatnonzero(found != table.n_labelled)

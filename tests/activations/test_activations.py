@@ -6,6 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 from conftest import flip_byte
 
 from protsae.activations.batches import random_batches, token_budget_batches
@@ -17,7 +18,16 @@ from protsae.activations.manifest import (
     write_manifest,
 )
 from protsae.activations.sizes import projected_cache_bytes
-from protsae.activations.storage import act_column, list_type, read_acts
+from protsae.activations.stream import ActivationStream
+from protsae.activations.storage import (
+    ACT_LAYOUTS,
+    act_column,
+    act_field,
+    list_type,
+    read_acts,
+    shard_metadata,
+    shard_schema,
+)
 
 RESIDUES = list("ACDEFGHIKLMNPQRSTVWY")
 
@@ -55,15 +65,33 @@ def test_sample_positions_is_seeded_per_sequence():
     assert (sample_positions("x", 10, None, seed=0) == np.arange(10)).all()
 
 
+@pytest.mark.parametrize("layout", ACT_LAYOUTS)
 @pytest.mark.parametrize("dtype", ["float16", "float32"])
-def test_act_column_round_trip(dtype, tmp_path):
+def test_act_column_round_trip(dtype, layout, tmp_path):
     acts = np.random.default_rng(0).standard_normal((50, 7)).astype(dtype)
-    column = act_column(acts, dtype)
-    assert column.type == list_type(pa.float16() if dtype == "float16" else pa.float32(), 7)
-    table = pa.table({"act": column})
-    pq.write_table(table, tmp_path / "a.parquet")
-    back = read_acts(pq.read_table(tmp_path / "a.parquet"))
+    schema = shard_schema(7, dtype, {"layer": 1}, layout)
+    ids, pos = pa.array([f"p{i // 10}" for i in range(50)]), pa.array(np.arange(50, dtype=np.int32))
+    table = pa.Table.from_arrays([ids, pos, act_column(acts, dtype, layout)], schema=schema)
+    expected = list_type(pa.float16() if dtype == "float16" else pa.float32(), 7)
+    assert (table.schema.field("act").type == expected) == (layout == "fixed_size_list")
+    pq.write_table(table, tmp_path / "a.parquet", row_group_size=16)
+    back = read_acts(pq.read_table(tmp_path / "a.parquet"))  # four chunks, one per row group
     assert back.dtype == acts.dtype and (back == acts).all()
+    assert shard_metadata(tmp_path / "a.parquet")["act_layout"] == layout
+    # A slice (a record batch's offset into its buffer) reads its own rows.
+    assert (read_acts(table.slice(13, 20)) == acts[13:33]).all()
+    for batch in pq.ParquetFile(tmp_path / "a.parquet").iter_batches(batch_size=9):
+        assert read_acts(batch).shape == (batch.num_rows, 7)
+
+
+def test_binary_act_needs_its_dtype_metadata(tmp_path):
+    """Raw bytes without protsae's dtype and width are refused, not reinterpreted."""
+    acts = np.ones((4, 3), dtype=np.float16)
+    bare = pa.table({"act": act_column(acts, "float16", "fixed_size_binary")})
+    with pytest.raises(ValueError, match="without protsae's dtype and width"):
+        read_acts(bare)
+    with pytest.raises(ValueError, match="unknown act layout"):
+        act_field(3, "float16", "parquet_list")
 
 
 def test_cache_matches_the_model_and_the_schema(tiny_model, tmp_path):
@@ -75,7 +103,7 @@ def test_cache_matches_the_model_and_the_schema(tiny_model, tmp_path):
     table = pq.read_table(paths[3])
     assert table.schema.field("seq_id").type == pa.string()
     assert table.schema.field("pos").type == pa.int32()
-    assert table.schema.field("act").type == list_type(pa.float16(), tiny_model.d_model)
+    assert table.schema.field("act").type == pa.binary(2 * tiny_model.d_model)
     meta = {k.decode(): json.loads(v) for k, v in table.schema.metadata.items()}
     assert meta["layer"] == 3 and meta["d_model"] == tiny_model.d_model and meta["dataset"] == "toy"
     frame = table.to_pandas()
@@ -190,3 +218,25 @@ def test_projected_size():
     # The issue's figure: 1M sequences x ~350 residues x 1280 x 2 bytes is about 0.9 TB per layer.
     assert projected_cache_bytes(1_000_000, 350, 1280) == pytest.approx(0.896e12)
     assert projected_cache_bytes(1_000_000, 350, 1280, positions_per_sequence=64) == pytest.approx(1.6384e11)
+
+
+def test_both_layouts_hold_the_same_values(tiny_model, tmp_path):
+    """A cache in the list layout (format 1, as caches made before format 2 are) and one in the
+    binary layout hold the same rows and values, stream the same batches, and their manifests
+    name the layout."""
+    sequences = random_sequences(30)
+    tables, batches, manifests = {}, {}, {}
+    for layout in ACT_LAYOUTS:
+        path = tmp_path / f"{layout}.parquet"
+        stats = cache_activations(tiny_model, sequences, [2], {2: path}, max_tokens=900, act_layout=layout,
+                                  progress=False)
+        (tmp_path / f"{layout}.json").write_text(json.dumps(stats.as_dict()))
+        manifests[layout] = write_manifest([tmp_path / f"{layout}.json"], layer=2,
+                                           out_path=tmp_path / f"{layout}.manifest.json", dataset="toy")
+        tables[layout] = pq.read_table(path)
+        batches[layout] = list(ActivationStream([path], batch_size=50, shuffle_buffer=200, epochs=1, seed=3))
+    binary, listed = tables["fixed_size_binary"], tables["fixed_size_list"]
+    assert binary.column("seq_id").equals(listed.column("seq_id")) and binary.column("pos").equals(listed.column("pos"))
+    assert np.array_equal(read_acts(binary), read_acts(listed))
+    assert all(torch.equal(a, b) for a, b in zip(batches["fixed_size_binary"], batches["fixed_size_list"]))
+    assert {layout: m["act_layout"] for layout, m in manifests.items()} == {layout: layout for layout in ACT_LAYOUTS}

@@ -16,7 +16,7 @@ import yaml
 from conftest import REPO, flip_byte
 
 from protsae.activations.manifest import file_sha256
-from protsae.activations.storage import list_type
+from protsae.activations.storage import list_type, read_acts
 from protsae.latents.patterns import PATTERNS
 from protsae.spec import user_inputs
 
@@ -188,7 +188,7 @@ def dry_run_of(tmp_path, edit, name="edited.yaml"):
     ("edit", "expected"),
     [
         (lambda c: c["activations"].update(max_tokenz=10),
-         "edited.yaml: unknown key activations.max_tokenz; activations takes: compression, gpus, max_tokens,"),
+         "edited.yaml: unknown key activations.max_tokenz; activations takes: compression, gpus, layout, max_tokens,"),
         (lambda c: c.update(layerz=[1]), "edited.yaml: unknown key layerz; the top level takes: activations,"),
         (lambda c: c["sae"]["training"].update(batch_size="big"),
          "edited.yaml: sae.training.batch_size: 'big' is not of type 'integer'\n  expected: type integer, minimum 1"),
@@ -254,9 +254,11 @@ def test_tiny_config_end_to_end(tiny_run, tmp_path):
         assert manifest["layer"] == layer and manifest["n_shards"] == 2
         assert manifest["n_sequences"] == config["datasets"]["uniref50"]["n_sequences"]
         total = 0
-        for shard in manifest["shards"]:
+        for index, shard in enumerate(manifest["shards"]):
+            assert shard["path"].endswith(f"activations/uniref50/shard{index}/layer{layer}.parquet")
             table = pq.read_table(work / shard["path"])
-            assert table.schema.field("act").type == list_type(pa.float16(), manifest["d_model"])
+            assert table.schema.field("act").type == pa.binary(2 * manifest["d_model"])
+            assert manifest["act_layout"] == "fixed_size_binary" and read_acts(table).shape[1] == manifest["d_model"]
             assert table.schema.field("pos").type == pa.int32()
             assert table.schema.field("seq_id").type == pa.string()
             total += table.num_rows
@@ -286,7 +288,7 @@ def test_tiny_config_end_to_end(tiny_run, tmp_path):
     codes = pq.read_table(results / "codes/uniref50/layer2/topk_k4_w64/shard1.parquet")
     assert codes.schema.field("idx").type == list_type(pa.int32(), 4)
     assert codes.schema.field("val").type == list_type(pa.float32(), 4)
-    assert codes.num_rows == pq.ParquetFile(results / "activations/uniref50/layer2/shard1.parquet").metadata.num_rows
+    assert codes.num_rows == pq.ParquetFile(results / "activations/uniref50/shard1/layer2.parquet").metadata.num_rows
     for log in ("sequences/uniref50.log", "activations/uniref50/shard0.log"):
         assert (work / "logs" / config["model"]["name"] / log).stat().st_size > 0
 
@@ -338,7 +340,7 @@ def test_tiny_config_end_to_end(tiny_run, tmp_path):
 
     # Outputs honour the umask (the run above used 022): readable by the group and others.
     for path in (results / "sae/uniref50/summary.tsv", sae / "sae.safetensors", sae / "metrics.json",
-                 results / "activations/uniref50/layer1/shard0.parquet", results / "latents/swissprot/summary.tsv",
+                 results / "activations/uniref50/shard0/layer1.parquet", results / "latents/swissprot/summary.tsv",
                  results / "codes/uniref50/layer2/topk_k4_w64/shard1.parquet", results / "figures/fig4_probes_per_layer.png"):
         assert path.stat().st_mode & 0o777 == 0o644, path
 
@@ -404,7 +406,7 @@ def test_encoding_jobs_per_group(tmp_path, group_by, jobs):
 
 def planned_caches(text: str) -> set[str]:
     """Datasets with a caching job in a dry run's plan."""
-    return set(re.findall(r"activations/([^/\s]+)/layer\d+/shard\d+\.parquet", text))
+    return set(re.findall(r"activations/([^/\s]+)/shard\d+\b", text))
 
 
 @pytest.mark.slow
@@ -443,7 +445,7 @@ def test_a_corrupted_shard_stops_the_jobs_that_read_it_and_the_log_says_why(tiny
     work = tiny_run
     results, logs = Path("results/tiny_esm2"), work / "logs/tiny_esm2"
     # Bit rot (mtime kept): Snakemake sees nothing; training, forced, checks the shard before use.
-    rotten = results / "activations/uniref50/layer1/shard0.parquet"
+    rotten = results / "activations/uniref50/shard0/layer1.parquet"
     flip_byte(work / rotten, keep_mtime=True)
     target = results / "sae/uniref50/layer1/topk_k4_w64/metrics.json"
     proc = snakemake([str(target), "-n", *TINY], cwd=work)
@@ -452,26 +454,25 @@ def test_a_corrupted_shard_stops_the_jobs_that_read_it_and_the_log_says_why(tiny
     assert proc.returncode != 0
     log = (logs / "sae/uniref50/layer1/topk_k4_w64.log").read_text()
     assert f"ShardIntegrityError: activation shard {rotten} does not match the checksum recorded" in log
-    assert "Traceback (most recent call last)" in log and f"rm -f {rotten} && snakemake --cores all {rotten}" in log
+    folder = rotten.parent
+    assert "Traceback (most recent call last)" in log and f"rm -rf {folder} && snakemake --cores all {folder}" in log
 
-    # An edit (mtime moves): the jobs that read the shard rerun and stop; the manifest, made from
-    # what the caching job recorded, is not rewritten.
-    edited = results / "activations/uniref50/layer2/shard1.parquet"
+    # An edit (its mtime moves) inside a shard's folder: Snakemake tracks the folder by the
+    # timestamp it left when the caching job ended, so it plans nothing; a job that reads the file
+    # stops on its checksum, and the manifest, made from what the caching job recorded, stays.
+    edited = results / "activations/uniref50/shard1/layer2.parquet"
     flip_byte(work / edited, keep_mtime=False)
     manifest = results / "activations/uniref50/layer2/manifest.json"
     before = (work / manifest).read_bytes()
-    proc = snakemake(["-n", *TINY], cwd=work)
-    plan = planned_jobs(proc.stdout + proc.stderr)
-    assert "encode_codes_uniref50_layer2_topk_k4_w64" in plan and "activation_manifest" not in plan
-    codes = results / "codes/uniref50/layer2/topk_k4_w64/shard0.parquet"
-    proc = snakemake([str(codes), "--cores", "1", *TINY], cwd=work, check=False)
+    codes = results / "codes/uniref50/layer2/topk_k4_w64"
+    proc = snakemake([str(codes), "--cores", "1", "--forcerun", str(codes), *TINY], cwd=work, check=False)
     assert proc.returncode != 0 and (work / manifest).read_bytes() == before
     log = (logs / "codes/uniref50_layer2_topk_k4_w64.log").read_text()
     assert f"activation shard {edited} does not match the checksum recorded when it was written" in log
 
     # The command the message gives rebuilds the shard (and then the manifest).
-    (work / edited).unlink()
-    snakemake([str(edited), str(manifest), "--cores", "1", *TINY], cwd=work)
+    subprocess.run(["rm", "-rf", str(work / edited.parent)], check=True)
+    snakemake([str(edited.parent), str(manifest), "--cores", "1", *TINY], cwd=work)
     rebuilt = json.loads((work / manifest).read_text())["shards"][1]
     assert rebuilt["path"] == str(edited) and rebuilt["sha256"] == file_sha256(work / edited)
 

@@ -13,7 +13,7 @@ maxima = MaxActivations.load(snakemake.input.maxima)
 split = read_split(snakemake.input.split)
 test = split.index[split["split"] == "test"].tolist()
 table = activation_patterns(
-    list(snakemake.input.codes), maxima, test, split["length"].to_dict(),
+    list(snakemake.params.codes), maxima, test, split["length"].to_dict(),
     n_top=snakemake.params.n_top, fraction=snakemake.params.top_fraction, min_top=snakemake.params.min_top,
 )
 spec = SAESpec.from_wildcards(snakemake.wildcards, snakemake.config["sae"]["train_dataset"])

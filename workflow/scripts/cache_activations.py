@@ -32,9 +32,10 @@ stats = cache_activations(
     model,
     sequences,
     layers,
-    dict(zip(layers, snakemake.output.parquet)),
+    {layer: Path(snakemake.output.shard) / f"layer{layer}.parquet" for layer in layers},
     max_tokens=settings["max_tokens"],
     storage_dtype=settings["storage_dtype"],
+    act_layout=settings["layout"],
     positions_per_sequence=positions,
     seed=settings["position_seed"],
     compression=settings["compression"],
@@ -45,5 +46,5 @@ log.info("cached %d residues (%d tokens per layer) of %d sequences in %.1f s: %.
          "forward %.1f s, padding %.1f%%, %s per layer",
          stats.n_residues, stats.n_tokens, stats.n_sequences, stats.total_seconds,
          summary["residues_per_second"], stats.forward_seconds, 100 * summary["padding_share"],
-         human_bytes(Path(snakemake.output.parquet[0]).stat().st_size))
+         human_bytes(stats.layers[layers[0]]["bytes"]))
 write_json(snakemake.output.stats, summary)

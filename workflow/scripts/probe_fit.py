@@ -19,11 +19,11 @@ wildcards = snakemake.wildcards
 raw = wildcards.features == "raw"
 log.info("%s, layer %s, %s", wildcards.task, wildcards.layer, wildcards.features)
 if raw:
-    verified_manifest(snakemake.input.manifest, snakemake.input.activations)
+    verified_manifest(snakemake.input.manifest, snakemake.params.shards)
 labels = sampled_labels(snakemake.input.labels, snakemake.input.lengths)
 fit = run_probe(
     wildcards.task, snakemake.params.task, snakemake.params.probes, int(wildcards.layer), wildcards.features, labels,
-    list(snakemake.input.activations if raw else snakemake.input.codes),
+    list(snakemake.params.shards),
     sequences={} if raw else dict(read_sequences(snakemake.input.sequences)),
 )
 save_coefficients(fit.result.coef, snakemake.output.coef)
