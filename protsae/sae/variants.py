@@ -273,6 +273,14 @@ class TopKSAE(nn.Module):
         (values,) = self._encode_selected(model_space - self.b_pre, select)
         return self._threshold_inference(values.relu()), selected["indices"]
 
+    def select(self, pre_acts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The latents the SAE keeps at inference from dense pre-activations ``(batch,
+        n_latents)`` (`pre_acts`): values ``(batch, k_store)`` (>= 0) and indices, by the
+        variant's own selection (top ``k_store``, then BatchTopK's threshold). `encode` is
+        ``select(pre_acts(x))`` without the dense matrix, up to the matmul's rounding."""
+        indices = pre_acts.topk(self.k_store, dim=-1, sorted=False).indices
+        return self._threshold_inference(pre_acts.gather(-1, indices).relu()), indices
+
     # Decoder.
 
     def _decode_model_space(self, top_vals: torch.Tensor, top_idx: torch.Tensor) -> torch.Tensor:

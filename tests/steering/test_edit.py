@@ -1,0 +1,166 @@
+"""Steering one latent (METHODS.md section 8): exact identity, the delta form, no clamping in
+place, the SAE's own layer, and a planted latent that turns residues into the one its decoder
+direction stands for, in a masked and in a next-residue LM."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from protsae.models import STANDARD_RESIDUES
+from protsae.sae.config import SAEConfig
+from protsae.sae.variants import BatchTopKSAE, TopKSAE
+from protsae.steering.edit import Clamp, read_out, steer_rows, steering_edit
+
+
+def random_sequences(n, seed=0, low=20, high=50):
+    rng = np.random.default_rng(seed)
+    return ["".join(rng.choice(list(STANDARD_RESIDUES), rng.integers(low, high))) for _ in range(n)]
+
+
+def random_sae(d_model, n_latents=64, k=4, seed=0, cls=TopKSAE):
+    sae = cls(SAEConfig(d_model=d_model, n_latents=n_latents, k=k, seed=seed))
+    with torch.no_grad():
+        sae.b_pre.normal_(0, 0.1)
+        sae.b_enc.normal_(0, 0.1)
+    return sae.eval()
+
+
+@pytest.fixture(scope="module")
+def unirep():
+    from protsae.models.unirep import UniRep
+
+    return UniRep.from_weights(64)
+
+
+def test_a_clamp_that_keeps_the_codes_keeps_the_activations_exactly():
+    sae = random_sae(16)
+    x = torch.randn(10, 16, generator=torch.Generator().manual_seed(0))
+    _, idx = sae.select(sae.pre_acts(x))
+    never_kept = next(j for j in range(64) if not (idx == j).any())
+    # Clamped far below every kept value, the latent stays out: the same kept latents, so h' == h.
+    assert torch.equal(steer_rows(sae, x, Clamp(never_kept, -1e6)), x)
+    # "part" mode on a latent that never fires clamps nothing, whatever the value.
+    assert torch.equal(steer_rows(sae, x, Clamp(never_kept, 1e6, only_where_active=True)), x)
+    assert torch.equal(steer_rows(sae, x, None), x)
+
+
+@pytest.mark.parametrize("cls", [TopKSAE, BatchTopKSAE])
+def test_the_delta_form_is_the_clamped_reconstruction_plus_the_error(cls):
+    sae = random_sae(16, cls=cls)
+    x = torch.randn(40, 16, generator=torch.Generator().manual_seed(1))
+    before = x.clone()
+    steered = steer_rows(sae, x, Clamp(3, 25.0))
+    pre = sae.pre_acts(x)
+    vals, idx = sae.select(pre)
+    error = x - sae.decode(vals, idx)
+    clamped = pre.clone()
+    clamped[:, 3] = 25.0
+    assert torch.allclose(steered, sae.decode(*sae.select(clamped)) + error, atol=1e-5)
+    # Latent 3 is now kept at 25 at every residue.
+    new_vals, new_idx = sae.select(clamped)
+    assert ((new_idx == 3) & (new_vals == 25.0)).any(-1).all()
+    # Nothing was clamped in place: the input is untouched and a second clamp gives the same.
+    assert torch.equal(x, before)
+    assert torch.equal(steer_rows(sae, x, Clamp(3, 25.0)), steered)
+
+
+def test_part_mode_clamps_only_where_the_latent_fires():
+    sae = random_sae(16, k=8)
+    x = torch.randn(200, 16, generator=torch.Generator().manual_seed(2))
+    vals, idx = sae.select(sae.pre_acts(x))
+    fires = ((idx == 5) & (vals > 0)).any(-1)
+    assert 0 < fires.sum() < len(x)
+    steered = steer_rows(sae, x, Clamp(5, 9.0, only_where_active=True))
+    assert torch.equal(steered[~fires], x[~fires])
+    assert not torch.allclose(steered[fires], x[fires])
+
+
+def test_steering_resumes_at_the_saes_own_layer(tiny_model):
+    """protsae's read-out equals a hand-written forward (a hook on that one HF block) for two layers."""
+    sequences = random_sequences(3)
+    batch = tiny_model.tokenize(sequences)
+    hf = tiny_model._model
+    outputs = {}
+    for layer in (1, 2):
+        sae = random_sae(tiny_model.d_model, seed=layer)
+        clamp = Clamp(7, 4.0)
+
+        def hook(module, args, output, sae=sae, clamp=clamp):
+            hidden = output[0] if isinstance(output, tuple) else output
+            edited = hidden.clone()
+            edited[batch.residue_mask] = steer_rows(sae, hidden[batch.residue_mask], clamp)
+            return (edited, *output[1:]) if isinstance(output, tuple) else edited
+
+        handle = hf.base_model.encoder.layer[layer - 1].register_forward_hook(hook)
+        try:
+            with torch.no_grad():
+                expected = hf(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        finally:
+            handle.remove()
+        with tiny_model.replace_layer_output(layer, steering_edit(sae, batch.residue_mask, clamp)):
+            got = tiny_model.logits(batch)
+        assert torch.allclose(got, expected, atol=1e-5)
+        outputs[layer] = got
+    assert not torch.allclose(outputs[1], outputs[2])
+    assert not torch.allclose(outputs[1], tiny_model.logits(batch))
+
+
+def planted_direction(model, sequences, scale):
+    """A unit direction that, added at the top layer with ``scale``, makes the LM predict one
+    residue almost everywhere: the best of 64 random directions, and that residue."""
+    generator = torch.Generator().manual_seed(0)
+    batch = model.tokenize(sequences)
+    best = (0.0, None, None)
+    for _ in range(64):
+        direction = torch.randn(model.d_model, generator=generator)
+        direction /= direction.norm()
+
+        def add(output, direction=direction):
+            edited = output.clone()
+            edited[batch.residue_mask] += scale * direction
+            return edited
+
+        with model.replace_layer_output(model.n_layers, add):
+            readouts = read_out(model, sequences)
+        letters = "".join(r.sequence[1:] for r in readouts)
+        residue, count = max(((c, letters.count(c)) for c in set(letters)), key=lambda item: item[1])
+        if count / len(letters) > best[0]:
+            best = (count / len(letters), direction, residue)
+    return best
+
+
+@pytest.mark.parametrize("lm", ["tiny_esm2", "unirep"])
+def test_a_planted_latent_turns_residues_into_its_residue(lm, tiny_model, request):
+    model = tiny_model if lm == "tiny_esm2" else request.getfixturevalue("unirep")
+    sequences = random_sequences(4, seed=1)
+    share, direction, residue = planted_direction(model, sequences, scale=60.0)
+    assert share > 0.9, "no random direction maps onto one residue"
+    sae = random_sae(model.d_model, n_latents=32, k=2, seed=3)
+    with torch.no_grad():
+        sae.W_dec[0] = direction
+    layer = model.n_layers
+    baseline = read_out(model, sequences)
+    shares = []
+    for multiplier in (0.0, 0.5, 1.0, 2.0, 4.0):
+        readouts = read_out(model, sequences, sae, layer, Clamp(0, multiplier * 15.0))
+        # Residue 0 of a next-residue LM has nothing before it to be steered by.
+        letters = "".join(r.sequence[1:] for r in readouts)
+        shares.append(letters.count(residue) / len(letters))
+    assert shares[-1] > 0.9 and shares[0] < 0.5, shares
+    assert all(b >= a - 0.05 for a, b in itertools.pairwise(shares)), shares
+    if model.lm_objective != "masked":
+        assert all(r.sequence[0] == s[0] for r, s in zip(readouts, sequences))
+    # The read-out's log-probabilities are normalised over the 20 residues.
+    assert torch.allclose(baseline[0].log_probs.exp().sum(-1), torch.ones(len(sequences[0])), atol=1e-5)
+    consensus = baseline[0].log_prob_of(sequences[0])
+    assert consensus.shape == (len(sequences[0]),) and torch.isfinite(consensus).all()
+
+
+def test_bad_steering_inputs_say_what_is_wrong(tiny_model):
+    sae = random_sae(tiny_model.d_model)
+    with pytest.raises(ValueError, match="latent 64 is out of range: the SAE has 64 latents"):
+        steer_rows(sae, torch.randn(3, tiny_model.d_model), Clamp(64, 1.0))
+    with pytest.raises(ValueError, match="a clamp needs the SAE and its layer"):
+        read_out(tiny_model, ["ACDE"], clamp=Clamp(0, 1.0))
