@@ -35,6 +35,10 @@ if "evalset" in config:
 
     include: "rules/latents.smk"
 
+    if config["steering"]["enabled"]:
+
+        include: "rules/steering.smk"
+
 
 # Linear probes run when the config names probe tasks.
 if "probes" in config:

@@ -117,6 +117,11 @@ class Layout:
         """The latent tables of one SAE over the evaluation set."""
         return f"{self.latents_root(evalset)}/{SAE_FOLDER if spec is None else spec.folder}"
 
+    def steering(self, evalset: str, spec: SAESpec | None = None) -> str:
+        """One SAE's steering study over the evaluation set's family-specific latents."""
+        root = f"{self.results}/steering/{evalset}"
+        return f"{root}/{SAE_FOLDER if spec is None else spec.folder}"
+
     def probe(self, task: str, layer: int | str = "{layer}", features: str = "{features}") -> str:
         """One probe fit: raw activations (``features="raw"``) or an SAE's latents (its name)."""
         return f"{self.results}/probes/{task}/layer{layer}/{features}"

@@ -174,6 +174,7 @@ def all_targets():
     targets += [LAYOUT.figure(f"sae_sweep_{sweep['name']}") for sweep in plotted_sweeps()]
     targets += encoding_targets()
     targets += latent_targets()
+    targets += steering_targets()
     targets += probe_targets()
     return targets
 
@@ -283,6 +284,14 @@ def encode_group_inputs(dataset, layers, specs):
     else:
         inputs["sequences"] = f"{LAYOUT.sequences(dataset)}/shards"
     return inputs
+
+
+def steering_targets():
+    """Every SAE's steering tables, their summary and Fig 6 (with an evalset and steering.enabled)."""
+    if EVALSET is None or not config["steering"]["enabled"]:
+        return []
+    return [f"{LAYOUT.steering(EVALSET, spec)}/metrics.tsv" for spec in sae_specs()] + [
+        f"{RESULTS}/steering/{EVALSET}/summary.tsv", LAYOUT.figure("fig6_steering")]
 
 
 def latent_path(name, spec):

@@ -13,8 +13,9 @@ from protsae.files import atomic_path
 SWEEP_AXES = {"layer": "layer", "k": "k (latents active per token)", "width": "width (latents)"}
 
 
-def save(fig, path: str | os.PathLike) -> None:
-    fig.tight_layout()
+def save(fig, path: str | os.PathLike, rect: tuple[float, float, float, float] | None = None) -> None:
+    """Lay out (within ``rect`` of the figure, to leave room for a figure legend) and write a PNG."""
+    fig.tight_layout(rect=rect)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=150)
     plt.close(fig)

@@ -175,7 +175,7 @@ def test_a_flipped_byte_is_caught_by_readers_and_never_re_recorded(tiny_model, t
         verified_manifest(tmp_path / "manifest.json")
     message = str(info.value)
     assert f"activation shard {shards[1]} does not match the checksum recorded when it was written" in message
-    assert f"rm -f {shards[1]} && snakemake --cores all {shards[1]}" in message
+    assert f"rm -rf {shards[1].parent} && snakemake --cores all {shards[1].parent}" in message
     verified_manifest(tmp_path / "manifest.json", [shards[0]])  # the intact one alone is fine
     # ... and a rerun of the manifest records what the writer recorded, never the altered file.
     again = write_manifest(stats_files, layer=2, out_path=tmp_path / "again.json", dataset="toy")
@@ -191,7 +191,7 @@ def test_a_truncated_or_deleted_shard_is_named(tiny_model, tmp_path):
     with pytest.raises(ShardIntegrityError, match=rf"{shards[0]} has {size // 2:,} bytes, {size:,} when it was written"):
         verified_manifest(tmp_path / "manifest.json")
     shards[1].unlink()
-    with pytest.raises(ShardIntegrityError, match=rf"{shards[1]} is missing .*rebuild it: rm -f"):
+    with pytest.raises(ShardIntegrityError, match=rf"{shards[1]} is missing .*rebuild it: rm -rf"):
         verified_manifest(tmp_path / "manifest.json", [shards[1]])
 
 

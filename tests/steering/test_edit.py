@@ -164,3 +164,36 @@ def test_bad_steering_inputs_say_what_is_wrong(tiny_model):
         steer_rows(sae, torch.randn(3, tiny_model.d_model), Clamp(64, 1.0))
     with pytest.raises(ValueError, match="a clamp needs the SAE and its layer"):
         read_out(tiny_model, ["ACDE"], clamp=Clamp(0, 1.0))
+
+
+def test_the_one_sequence_command_prints_and_writes_the_readouts(tmp_path, capsys):
+    from pathlib import Path
+
+    import pandas as pd
+
+    from protsae.steering.__main__ import main
+
+    config = Path(__file__).resolve().parents[2] / "config/tiny.yaml"
+    sae = random_sae(32, n_latents=16, k=2)
+    sae.save(tmp_path / "sae")
+    sequence = random_sequences(1, seed=4)[0]
+    args = [str(tmp_path / "sae"), "--latent", "3", "--sequence", sequence, "--multipliers", "1", "4",
+            "--layer", "2", "--config", str(config), "--out", str(tmp_path / "out.tsv")]
+    assert main(args) == 0
+    table = pd.read_csv(tmp_path / "out.tsv", sep="\t")
+    assert table["multiplier"].astype(str).tolist() == ["none", "1.0", "4.0"]
+    assert (table["readout"].str.len() == len(sequence)).all()
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].split() == ["input", sequence] and printed[1].split()[0] == "unsteered"
+    # Lower case marks exactly the residues that differ from the input.
+    for line, row in zip(printed[1:], table.itertuples()):
+        shown = line.split()[1]
+        assert shown.upper() == row.readout and sum(c.islower() for c in shown) == row.n_changed
+    with pytest.raises(SystemExit):
+        main([*args[:2], "16", *args[3:]])
+    assert "--latent 16 is out of range" in capsys.readouterr().err
+    # An SAE of another layer than the one asked for.
+    (tmp_path / "sae/splice.json").write_text('{"sae": {"layer": 1}}')
+    with pytest.raises(SystemExit):
+        main(args)
+    assert "splice.json says the SAE was trained and evaluated at layer 1" in capsys.readouterr().err

@@ -319,6 +319,32 @@ def test_tiny_config_end_to_end(tiny_run, tmp_path):
         assert (results / f"figures/{figure}.png").stat().st_size > 20_000
     assert not (results / "figures/fig7b_width_sweep.png").exists()  # tiny has no width sweep
 
+    # Steering: the family-specific latents (test F1 > 0.7) of each SAE, each aligned with its
+    # family's BLAST hits, steered with a random control at multiplier 0 and the config's.
+    steering = results / "steering/swissprot"
+    n_steered = 0
+    for sae_dir in sorted(steering.glob("layer*/*")):
+        f1 = pd.read_csv(results / "latents/swissprot" / sae_dir.relative_to(steering) / "family_f1.tsv", sep="\t")
+        aligned = pd.read_csv(sae_dir / "latents.tsv", sep="\t")
+        assert set(aligned["latent"]) <= set(f1.loc[f1["test_f1"] > 0.7, "latent"])
+        if aligned.empty:
+            continue
+        columns = pd.read_csv(sae_dir / "alignment_columns.tsv", sep="\t", keep_default_na=False)
+        assert columns["occupancy"].between(0, 1).all() and set(columns["symbol"]) <= {"*", ":", ".", " "}
+        metrics = pd.read_csv(sae_dir / "metrics.tsv", sep="\t")
+        n_steered += metrics.query("kind == 'family'")["latent"].nunique()
+        assert sorted(metrics["multiplier"].unique()) == [0, 0.5, 1, 1.5, 2, 4]
+        n_aligned = int((aligned["status"] == "aligned").sum())
+        assert metrics.groupby("kind")["latent"].nunique().to_dict() == {"control": n_aligned, "family": n_aligned}
+        assert metrics["unchanged_vs_original"].dropna().between(0, 1).all()
+        every = metrics[metrics["conservation"] == "all"]
+        classes = metrics[metrics["conservation"] != "all"].groupby(["kind", "steered_latent", "seq_id", "multiplier"])
+        assert (classes["n_residues"].sum().to_numpy() == every.set_index(
+            ["kind", "steered_latent", "seq_id", "multiplier"]).loc[classes["n_residues"].sum().index, "n_residues"]).all()
+    assert n_steered > 0
+    assert len(pd.read_csv(steering / "summary.tsv", sep="\t")) > 0
+    assert (results / "figures/fig6_steering.png").stat().st_size > 20_000
+
     # Probes: each task split by homology clusters (no cluster on two sides), then raw and SAE
     # probes per layer, their top coefficients (with example proteins for SAE latents), Figs 4, 9.
     for task in config["probes"]["tasks"]:
@@ -370,8 +396,8 @@ def test_tiny_config_end_to_end(tiny_run, tmp_path):
         "all": 1, "evaluate_sae": 6, "sae_summary": 1, "sae_sweep_figure": 2,
     }
 
-    # Changing one SAE's k reruns only that SAE, its codes and latent tables, and the summaries
-    # and figures built on it.
+    # Changing one SAE's k reruns only that SAE, its codes, latent tables and steering, and the
+    # summaries and figures built on them.
     changed = yaml.safe_load((Path(REPO) / "config/tiny.yaml").read_text())
     changed["sae"]["sweeps"][1]["k"] = [2, 8]
     (tmp_path / "changed.yaml").write_text(yaml.safe_dump(changed, sort_keys=True))  # reordered too
@@ -380,7 +406,7 @@ def test_tiny_config_end_to_end(tiny_run, tmp_path):
         "all": 1, "train_sae": 1, "evaluate_sae": 1, "sae_summary": 1, "sae_sweep_figure": 2,
         "encode_codes_uniref50_layer2_topk_k8_w64": 1, "encode_codes_swissprot_layer2_topk_k8_w64": 1,
         "family_specificity": 1, "activation_patterns": 1, "latent_summary": 1,
-        "latent_figure": 1,
+        "latent_figure": 1, "family_alignments": 1, "steer_sae": 1, "steering_summary": 1, "steering_figure": 1,
     }
 
     # One figure rebuilds only itself when asked for by name.
