@@ -51,3 +51,16 @@ def test_controls_are_alive_non_family_latents_drawn_by_seed():
     assert controls == control_latents(10, {0, 1}, alive, 3, seed=0)
     with pytest.raises(ValueError, match="only 6 latents can serve as controls, 7 needed"):
         control_latents(10, {0, 1}, alive, 7, seed=0)
+
+
+def test_a_family_no_protein_carries_stops_with_the_label_file():
+    from protsae.steering.run import align_families
+
+    latents = pd.DataFrame({"latent": [5], "family": ["IPR999999"], "family_name": ["x"], "test_f1": [0.9],
+                            "top": [["P1"]]})
+    labels = pd.DataFrame({"protein": ["P1"], "accession": ["IPR000001"]})
+    with pytest.raises(ValueError, match="families.tsv: no protein carries family IPR999999 of latent 5"):
+        align_families(latents, {"P1": "MK"}, labels, "db", SteeringSettings(), labels_source="families.tsv")
+    labels = pd.DataFrame({"protein": ["P2"], "accession": ["IPR999999"]})
+    with pytest.raises(ValueError, match="top sequence P1 of latent 5 is not in the BLAST database's FASTA"):
+        align_families(latents, {"P2": "MK"}, labels, "db", SteeringSettings())
