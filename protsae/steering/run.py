@@ -17,10 +17,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
+from pandas.errors import EmptyDataError
 from tqdm.auto import tqdm
 
 from protsae.activations.batches import token_budget_batches
 from protsae.codes.maxima import MaxActivations
+from protsae.latents.evalset import read_split
+from protsae.latents.patterns import top_sequences
 from protsae.models import ProteinLM
 from protsae.sequences.fasta import FastaRecord
 from protsae.steering.consensus import Alignment, blast_hits, run_clustalo
@@ -76,6 +79,26 @@ def family_specific_latents(f1_table: pd.DataFrame, top: Sequence[Sequence[str]]
             rows.append({"latent": int(row.latent), "family": row.family, "family_name": row.family_name,
                          "test_f1": float(row.test_f1), "top": list(top[row.latent])})
     return pd.DataFrame(rows, columns=["latent", "family", "family_name", "test_f1", "top"])
+
+
+def steered_latents_of(f1_path: str, maxima: MaxActivations, split_path: str, n_top: int, top_fraction: float,
+                       f1_min: float) -> pd.DataFrame:
+    """`family_specific_latents` from an SAE's family F1 table, its maxima and the evaluation
+    split, with the top test sequences of section 6 (`top_sequences`)."""
+    split = read_split(split_path)
+    top = top_sequences(maxima, split.index[split["split"] == "test"].tolist(), n_top, top_fraction)
+    return family_specific_latents(pd.read_csv(f1_path, sep="\t"), top, f1_min, source=f1_path)
+
+
+def read_sae_tables(paths: Sequence[str]) -> pd.DataFrame:
+    """Every SAE's steering table in one, skipping the empty ones (an SAE with no latent steered)."""
+    tables = []
+    for path in paths:
+        try:
+            tables.append(pd.read_csv(path, sep="\t"))
+        except EmptyDataError:
+            log.info("%s: no latent was steered", path)
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
 
 
 def align_families(latents: pd.DataFrame, proteins: Mapping[str, str], labels: pd.DataFrame, db: str,

@@ -6,21 +6,16 @@ import pandas as pd
 
 from protsae.codes.maxima import MaxActivations
 from protsae.files import write_tsv
-from protsae.latents.evalset import read_split
 from protsae.latents.families import read_labels
-from protsae.latents.patterns import top_sequences
 from protsae.logs import setup_logging
 from protsae.sequences.fasta import read_fasta
-from protsae.steering.run import SteeringSettings, align_families, family_specific_latents
+from protsae.steering.run import SteeringSettings, align_families, steered_latents_of
 
 log = setup_logging(snakemake.log[0])
 settings = SteeringSettings.from_config(snakemake.config["steering"])
 maxima = MaxActivations.load(snakemake.input.maxima)
-split = read_split(snakemake.input.split)
-test = split.index[split["split"] == "test"].tolist()
-top = top_sequences(maxima, test, snakemake.params.n_top, snakemake.params.top_fraction)
-latents = family_specific_latents(pd.read_csv(snakemake.input.f1, sep="\t"), top, settings.f1_min,
-                                  source=snakemake.input.f1)
+latents = steered_latents_of(snakemake.input.f1, maxima, snakemake.input.split, snakemake.params.n_top,
+                             snakemake.params.top_fraction, settings.f1_min)
 log.info("%d latents with test F1 > %g (steering.f1_min)", len(latents), settings.f1_min)
 db = Path(snakemake.input.db)
 proteins = {record.seq_id: record.sequence for record in read_fasta(db / "proteins.fasta")}

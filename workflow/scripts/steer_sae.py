@@ -7,13 +7,16 @@ import torch
 
 from protsae.codes.maxima import MaxActivations
 from protsae.files import write_tsv
-from protsae.latents.evalset import read_split
-from protsae.latents.patterns import top_sequences
 from protsae.logs import setup_logging
 from protsae.models import load_model, resolve_device
 from protsae.sae.io import load_sae
 from protsae.spec import SAESpec
-from protsae.steering.run import SteeringSettings, family_specific_latents, steer_latents, summarise
+from protsae.steering.run import (
+    SteeringSettings,
+    steer_latents,
+    steered_latents_of,
+    summarise,
+)
 
 log = setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
@@ -23,11 +26,8 @@ device = snakemake.config["steering"]["device"]
 model = load_model(snakemake.config["model"] | {"device": device})
 sae = load_sae(Path(snakemake.input.weights).parent).to(resolve_device(device))
 maxima = MaxActivations.load(snakemake.input.maxima)
-split = read_split(snakemake.input.split)
-test = split.index[split["split"] == "test"].tolist()
-top = top_sequences(maxima, test, snakemake.params.n_top, snakemake.params.top_fraction)
-latents = family_specific_latents(pd.read_csv(snakemake.input.f1, sep="\t"), top, settings.f1_min,
-                                  source=snakemake.input.f1)
+latents = steered_latents_of(snakemake.input.f1, maxima, snakemake.input.split, snakemake.params.n_top,
+                             snakemake.params.top_fraction, settings.f1_min)
 read = {name: pd.read_csv(getattr(snakemake.input, name), sep="\t", keep_default_na=False, na_values=[""])
         for name in ("latents", "rows", "columns")}
 read["columns"]["symbol"] = read["columns"]["symbol"].fillna(" ")
