@@ -5,7 +5,7 @@ PYTHON  ?= python3
 TORCH   ?= torch==2.13.0
 BIN      = $(VENV)/bin
 STAMP    = $(VENV)/.protsae-installed
-TOOLS    = mmseqs clustalo blastp
+TOOLS    = mmseqs clustalo blastp chromium
 CORES   ?= all
 
 .PHONY: setup tools demo test lint dryrun bench-peers clean
@@ -22,16 +22,18 @@ $(STAMP): pyproject.toml
 	@bash profiles/link_slurm_profile.sh
 	touch $(STAMP)
 
-# MMseqs2, Clustal Omega and BLAST+: apt-get on Debian as root, else say how to get them.
+# MMseqs2, Clustal Omega, BLAST+ and Chromium (the latent browser's tests): apt-get on Debian as
+# root, else say how to get them.
 tools:
 	@missing=""; for t in $(TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ -f /etc/debian_version ] && [ "$$(id -u)" = 0 ]; then \
-		echo "installing mmseqs2 clustalo ncbi-blast+ with apt-get (missing:$$missing)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmseqs2 clustalo ncbi-blast+ >/dev/null; \
+		echo "installing mmseqs2 clustalo ncbi-blast+ chromium with apt-get (missing:$$missing)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmseqs2 clustalo ncbi-blast+ chromium >/dev/null; \
 	else \
 		echo "WARNING: missing command-line tools:$$missing. Install them with your package manager," \
-		     "or use conda: snakemake --use-conda (envs/mmseqs2.yaml, envs/clustalo.yaml, envs/blast.yaml)."; \
+		     "or use conda: snakemake --use-conda (envs/mmseqs2.yaml, envs/clustalo.yaml, envs/blast.yaml);" \
+		     "without chromium the browser tests skip (PROTSAE_CHROMIUM names another Chromium)."; \
 	fi
 
 demo: setup

@@ -39,6 +39,10 @@ if "evalset" in config:
 
         include: "rules/steering.smk"
 
+    if config["browser"]["enabled"]:
+
+        include: "rules/browser.smk"
+
 
 # Linear probes run when the config names probe tasks.
 if "probes" in config:

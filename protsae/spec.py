@@ -126,6 +126,18 @@ class Layout:
         """One probe fit: raw activations (``features="raw"``) or an SAE's latents (its name)."""
         return f"{self.results}/probes/{task}/layer{layer}/{features}"
 
+    def examples(self, dataset: str, spec: SAESpec | None = None) -> str:
+        """One SAE's browser examples of one dataset (its proteins and their tracks, per latent)."""
+        return f"{self.results}/browser_data/{dataset}/{SAE_FOLDER if spec is None else spec.folder}"
+
+    @property
+    def browser(self) -> str:
+        """The latent browser's site."""
+        return f"{self.results}/browser"
+
+    def browser_sae(self, spec: SAESpec | None = None) -> str:
+        return f"{self.browser}/{SAE_FOLDER if spec is None else spec.folder}"
+
     def figure(self, name: str) -> str:
         return f"{self.results}/figures/{name}.png"
 
@@ -163,5 +175,8 @@ def user_inputs(config: Mapping) -> list[str]:
         paths += [families["pfam2interpro"]] if families.get("pfam2interpro") else []
     for task in config.get("probes", {}).get("tasks", {}).values():
         paths += task_data_paths(task["data"])
+    structures = (config.get("browser") or {}).get("structures")
+    if structures:
+        paths.append(structures["path"])
     return paths
 

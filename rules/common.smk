@@ -31,6 +31,11 @@ LATENT_FIGURES = {
     "fig7b_width_sweep": ("width", ["family", "patterns"]),
 }
 
+# The latent browser (rules/browser.smk) is built when the config names an evaluation set.
+BROWSER = config["browser"] if EVALSET is not None and config["browser"]["enabled"] else None
+STRUCTURES = BROWSER["structures"] if BROWSER else None
+STRUCTURE_DATASET = STRUCTURES["dataset"] if STRUCTURES else None
+
 # The characters of a dataset name (config/schema.yaml says the same of evalset.dataset).
 DATASET_CHAR = "[A-Za-z0-9_.-]"
 
@@ -176,6 +181,7 @@ def all_targets():
     targets += latent_targets()
     targets += steering_targets()
     targets += probe_targets()
+    targets += browser_targets()
     return targets
 
 
@@ -213,6 +219,8 @@ def encoded_specs():
         needed[EVALSET] = sae_specs()
     for task in PROBE_TASKS:
         needed[probe_dataset(task)] = list(dict.fromkeys(needed.get(probe_dataset(task), []) + probe_sae_specs()))
+    if STRUCTURE_DATASET is not None:
+        needed[STRUCTURE_DATASET] = sae_specs()
     return needed
 
 
@@ -292,6 +300,47 @@ def steering_targets():
         return []
     return [f"{LAYOUT.steering(EVALSET, spec)}/metrics.tsv" for spec in sae_specs()] + [
         f"{RESULTS}/steering/{EVALSET}/summary.tsv", LAYOUT.figure("fig6_steering")]
+
+
+def browser_targets():
+    """The site's index (which needs every SAE's pages)."""
+    return [f"{LAYOUT.browser}/index.html"] if BROWSER else []
+
+
+def browser_datasets():
+    """The datasets whose proteins the site shows: the evaluation set and the structure dataset."""
+    return list(dict.fromkeys([EVALSET] + ([STRUCTURE_DATASET] if STRUCTURE_DATASET else [])))
+
+
+def examples_file(dataset, spec, name="examples.parquet"):
+    return f"{LAYOUT.examples(dataset, spec)}/{name}"
+
+
+def browser_examples_inputs(wc):
+    """One SAE's codes of the dataset, its sequence lengths, and the matched structures when the
+    dataset is the structure dataset."""
+    inputs = {"codes": LAYOUT.codes(wc.dataset, wildcard_spec(wc)), "lengths": f"{LAYOUT.sequences(wc.dataset)}/lengths.tsv"}
+    if wc.dataset == STRUCTURE_DATASET:
+        inputs["structures"] = f"{RESULTS}/browser_data/structures.npz"
+    return inputs
+
+
+def browser_sae_inputs(wc):
+    """What one SAE's pages show: its examples, latent tables, probe coefficients and steering."""
+    spec = wildcard_spec(wc)
+    inputs = {
+        "examples": examples_file(EVALSET, spec), "overview": examples_file(EVALSET, spec, "overview.parquet"),
+        "family": latent_path("family_f1.tsv", spec), "patterns": latent_path("patterns.tsv", spec),
+        "gaps": latent_path("gap_candidates.tsv", spec), "chunks": f"{LAYOUT.browser}/proteins",
+    }
+    if STRUCTURE_DATASET:
+        inputs["structures"] = examples_file(STRUCTURE_DATASET, spec)
+    if spec in probe_sae_specs():
+        inputs["probes"] = [probe_path(task, spec.layer, spec.name, "top_coefficients.tsv") for task in PROBE_TASKS]
+    if config["steering"]["enabled"]:
+        inputs["steering"] = [f"{LAYOUT.steering(EVALSET, spec)}/{name}.tsv"
+                              for name in ("latents", "metrics", "alignment_rows", "alignment_columns")]
+    return inputs
 
 
 def latent_path(name, spec):
@@ -469,6 +518,9 @@ def _check_config():
         for key, sweep in config["latents"]["figures"].items():
             if sweep is not None:
                 _check_sweep_name(f"latents.figures.{key}", sweep)
+    if STRUCTURE_DATASET is not None and STRUCTURE_DATASET not in (EVALSET, *PROBE_DATASETS):
+        raise ValueError(f"browser.structures.dataset is {STRUCTURE_DATASET!r}: it must be the evaluation set "
+                         f"({EVALSET!r}) or a probe task's dataset ({sorted(PROBE_DATASETS)})")
     if PROBE_TASKS:
         if config["probes"]["figure_sweep"] is not None:
             _check_sweep_name("probes.figure_sweep", config["probes"]["figure_sweep"])

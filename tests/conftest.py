@@ -1,5 +1,7 @@
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,47 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_FASTA = os.path.join(REPO, "resources", "demo", "uniprot_sample.fasta.gz")
+
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+WORKFLOW_PARTS = ["Snakefile", "rules", "config", "workflow", "envs", "resources/demo"]
+
+
+def workdir_copy(tmp_path: Path) -> Path:
+    """A working directory that sees the workflow through symlinks and keeps results apart
+    (resources/ is a real folder, so inputs a test adds there stay out of the repository)."""
+    work = tmp_path / "work"
+    (work / "resources").mkdir(parents=True)
+    for part in WORKFLOW_PARTS:
+        (work / part).symlink_to(Path(REPO) / part)
+    return work
+
+
+def snakemake(args, cwd, check=True, umask=None):
+    env = os.environ | {"PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(SNAKEMAKE + args, cwd=cwd, capture_output=True, text=True, env=env,
+                          umask=-1 if umask is None else umask)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+TINY = ["--configfile", "config/tiny.yaml"]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A finished run of the tiny config, under umask 022, shared by the workflow and browser tests
+    (the fault tests at the end of tests/workflow alter it, so they run last).
+
+    PROTSAE_TINY_RUN names a finished run to reuse instead (a working directory made like
+    `workdir_copy`), for quick iterations on the tests that only read it."""
+    reuse = os.environ.get("PROTSAE_TINY_RUN")
+    if reuse:
+        return Path(reuse)
+    work = workdir_copy(tmp_path_factory.mktemp("tiny"))
+    snakemake(["--cores", "2", *TINY], cwd=work, umask=0o022)
+    return work
 
 
 @pytest.fixture(scope="session")

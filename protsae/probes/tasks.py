@@ -18,6 +18,8 @@ Published formats read here:
 
 * ``dssp_bundle``: the data bundle's ``dssp_chains.tsv.gz`` (TSV, columns ``pdb_id chain
   sequence dssp8 ss3``), PDB chains with DSSP 3-state labels; no published split.
+* ``structure_bundle``: the bundle's ``structures_backbone.npz``, 3,000 of those chains with
+  backbone coordinates (the latent browser draws them); labels from its ``dssp8`` arrays.
 * ``tape_ss``: TAPE's secondary-structure JSON files (``secondary_structure_{train,valid,casp12,
   ts115,cb513}.json``), each a list of records with ``id``, ``primary`` (sequence), ``ss3``
   (0/1/2 = H/E/C per residue) and ``valid_mask`` (per-residue bools), among other keys.
@@ -67,7 +69,7 @@ OPTIONAL_COLUMNS = ("subset", "note")
 
 SS3_CLASSES = "HEC"
 UNLABELLED_RESIDUE = "-"
-RESIDUE_LEVEL_FORMATS = frozenset({"dssp_bundle", "tape_ss"})
+RESIDUE_LEVEL_FORMATS = frozenset({"dssp_bundle", "structure_bundle", "tape_ss"})
 
 TAPE_SS3 = {0: "H", 1: "E", 2: "C"}
 """TAPE's ``ss3`` integers (helix, strand, other) as letters."""
@@ -146,6 +148,32 @@ def load_dssp_bundle(path: str | os.PathLike) -> pd.DataFrame:
     repeated = table["sequence"].duplicated()
     log.info("%s: %d chains, %d dropped as repeats of an earlier chain's sequence",
              path, len(table), int(repeated.sum()))
+    return table[~repeated].reset_index(drop=True)
+
+
+DSSP8_TO_SS3 = str.maketrans("HGIEBTSC", "HHHEECCC")
+
+
+def load_structure_bundle(path: str | os.PathLike) -> pd.DataFrame:
+    """The PDB chains of the bundle's ``structures_backbone.npz``, labelled like `load_dssp_bundle`
+    (ss3 from the 8 DSSP states: H, G, I -> H; E, B -> E; T, S, C -> C), so that every chain of
+    the task has a structure for the latent browser. Repeated sequences are kept once."""
+    with np.load(path) as data:
+        missing = {"pdb_id", "chain", "sequence", "dssp8"} - set(data.files)
+        if missing:
+            raise ValueError(f"{path}: not a structure bundle, lacks array(s) {', '.join(sorted(missing))}")
+        ids = [f"{p}_{c}" for p, c in zip(data["pdb_id"].tolist(), data["chain"].tolist())]
+        sequences, dssp8 = data["sequence"].tolist(), data["dssp8"].tolist()
+    labels = []
+    for seq_id, sequence, states in zip(ids, sequences, dssp8):
+        unknown = set(states) - set("HGIEBTSC")
+        if len(states) != len(sequence) or unknown:
+            raise ValueError(f"{path}, chain {seq_id}: {len(states)} DSSP states {sorted(unknown) or ''} "
+                             f"for {len(sequence)} residues")
+        labels.append(states.translate(DSSP8_TO_SS3))
+    table = pd.DataFrame({"id": ids, "sequence": sequences, "label": labels, "split": ""})
+    repeated = table["sequence"].duplicated()
+    log.info("%s: %d chains, %d dropped as repeats of an earlier chain's sequence", path, len(table), int(repeated.sum()))
     return table[~repeated].reset_index(drop=True)
 
 
@@ -350,6 +378,7 @@ def load_cho(path: str | os.PathLike, sequence_column: str = "sequence", label_c
 
 LOADERS: dict[str, Callable[..., pd.DataFrame]] = {
     "dssp_bundle": load_dssp_bundle,
+    "structure_bundle": load_structure_bundle,
     "tape_ss": load_tape_ss,
     "localization_bundle": load_localization_bundle,
     "deeploc": load_deeploc,

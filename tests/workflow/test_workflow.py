@@ -4,7 +4,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,34 +12,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import REPO, flip_byte
+from conftest import REPO, SNAKEMAKE, TINY, flip_byte, snakemake, workdir_copy
 
 from protsae.activations.manifest import file_sha256
 from protsae.activations.storage import list_type, read_acts
 from protsae.latents.patterns import PATTERNS
 from protsae.spec import user_inputs
-
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-WORKFLOW_PARTS = ["Snakefile", "rules", "config", "workflow", "envs", "resources/demo"]
-
-
-def workdir_copy(tmp_path: Path) -> Path:
-    """A working directory that sees the workflow through symlinks and keeps results apart
-    (resources/ is a real folder, so inputs a test adds there stay out of the repository)."""
-    work = tmp_path / "work"
-    (work / "resources").mkdir(parents=True)
-    for part in WORKFLOW_PARTS:
-        (work / part).symlink_to(Path(REPO) / part)
-    return work
-
-
-def snakemake(args, cwd, check=True, umask=None):
-    env = os.environ | {"PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run(SNAKEMAKE + args, cwd=cwd, capture_output=True, text=True, env=env,
-                          umask=-1 if umask is None else umask)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 def planned_jobs(output: str) -> dict[str, int]:
@@ -226,17 +203,6 @@ def test_model_limits_are_known_from_the_id_without_weights(tmp_path):
     assert "layers: [34] beyond model esm2_t33_650M, which has 33 blocks" in proc.stdout + proc.stderr
 
 
-TINY = ["--configfile", "config/tiny.yaml"]
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    """A finished run of the tiny config, under umask 022 (the fault tests at the end alter it)."""
-    work = workdir_copy(tmp_path_factory.mktemp("tiny"))
-    snakemake(["--cores", "2", *TINY], cwd=work, umask=0o022)
-    return work
-
-
 def result_tables(work: Path) -> dict[Path, bytes]:
     return {path.relative_to(work): path.read_bytes() for path in sorted((work / "results").rglob("*"))
             if path.suffix in (".tsv", ".csv")}
@@ -360,6 +326,11 @@ def test_tiny_config_end_to_end(tiny_run, tmp_path):
     for figure in ("fig4_probes_per_layer", "fig9_probe_coefficients"):
         assert (results / f"figures/{figure}.png").stat().st_size > 20_000
 
+    # The latent browser: an index of the 6 SAEs, each with its pages (tests/browser checks them).
+    browser = results / "browser"
+    assert (browser / "index.html").exists() and len(list(browser.glob("layer*/*/latents/0.js"))) == 6
+    assert len(list((browser / "structures").glob("*.js"))) > 0
+
     # Nothing changed: nothing to do.
     proc = snakemake(["-n", "--configfile", "config/tiny.yaml"], cwd=work)
     assert "Nothing to be done" in proc.stdout + proc.stderr
@@ -392,8 +363,9 @@ def test_tiny_config_end_to_end(tiny_run, tmp_path):
     reseeded["sae"]["evaluation"]["seed"] = 1
     (tmp_path / "reseeded.yaml").write_text(yaml.safe_dump(reseeded))
     proc = snakemake(["-n", "--configfile", str(tmp_path / "reseeded.yaml")], cwd=work)
+    # The browser's index shows the SAE metrics, so it is rebuilt; no SAE's pages are.
     assert planned_jobs(proc.stdout + proc.stderr) == {
-        "all": 1, "evaluate_sae": 6, "sae_summary": 1, "sae_sweep_figure": 2,
+        "all": 1, "evaluate_sae": 6, "sae_summary": 1, "sae_sweep_figure": 2, "browser_index": 1,
     }
 
     # Changing one SAE's k reruns only that SAE, its codes, latent tables and steering, and the
@@ -407,6 +379,10 @@ def test_tiny_config_end_to_end(tiny_run, tmp_path):
         "encode_codes_uniref50_layer2_topk_k8_w64": 1, "encode_codes_swissprot_layer2_topk_k8_w64": 1,
         "family_specificity": 1, "activation_patterns": 1, "latent_summary": 1,
         "latent_figure": 1, "family_alignments": 1, "steer_sae": 1, "steering_summary": 1, "steering_figure": 1,
+        # The browser: the new SAE's codes of the structure dataset, its examples there and on the
+        # evaluation set, its pages, the structure files the SAEs show, and the index.
+        "encode_codes_probe_secondary_structure_layer2_topk_k8_w64": 1, "browser_examples": 2, "browser_sae": 1,
+        "browser_structures": 1, "browser_index": 1,
     }
 
     # One figure rebuilds only itself when asked for by name.
