@@ -5,10 +5,7 @@
 # per SAE writes its pages and every latent's data file, and the index lists the SAEs.
 
 BROWSER_LOGS = f"{LOGS}/browser"
-
-
-def _browser_resources():
-    return dict(mem_mb=BROWSER["mem_mb"], runtime=BROWSER["runtime"])
+BROWSER_RESOURCES = dict(mem_mb=BROWSER["mem_mb"], runtime=BROWSER["runtime"])
 
 
 if STRUCTURES:
@@ -28,7 +25,7 @@ if STRUCTURES:
             f"{BROWSER_LOGS}/structure_index.benchmark.tsv"
         threads: 1
         resources:
-            **_browser_resources(),
+            **BROWSER_RESOURCES,
         conda:
             "../envs/torch.yaml"
         script:
@@ -55,7 +52,7 @@ rule browser_examples:
         f"{BROWSER_LOGS}/examples/{{dataset}}/{SAE_FOLDER}.benchmark.tsv"
     threads: BROWSER["threads"]
     resources:
-        **_browser_resources(),
+        **BROWSER_RESOURCES,
     conda:
         "../envs/torch.yaml"
     script:
@@ -74,7 +71,7 @@ rule browser_shared:
         f"{BROWSER_LOGS}/shared.benchmark.tsv"
     threads: 1
     resources:
-        **_browser_resources(),
+        **BROWSER_RESOURCES,
     conda:
         "../envs/torch.yaml"
     script:
@@ -93,7 +90,7 @@ rule browser_structures:
         f"{BROWSER_LOGS}/structures.benchmark.tsv"
     threads: 1
     resources:
-        **_browser_resources(),
+        **BROWSER_RESOURCES,
     conda:
         "../envs/torch.yaml"
     script:
@@ -115,7 +112,7 @@ rule browser_sae:
         f"{BROWSER_LOGS}/sae/{SAE_FOLDER}.benchmark.tsv"
     threads: 1
     resources:
-        **_browser_resources(),
+        **BROWSER_RESOURCES,
     conda:
         "../envs/torch.yaml"
     script:

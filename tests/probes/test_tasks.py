@@ -44,6 +44,22 @@ def test_dssp_bundle_malformed(tmp_path, edit, message):
     assert str(bad) in str(err.value)
 
 
+def test_structure_bundle_labels_the_chains_with_backbones(tmp_path):
+    bundle = Path(REPO) / "resources/demo/structures_backbone.npz"
+    table = tasks.load_structure_bundle(bundle)
+    assert len(table) <= 3000 and table["id"].is_unique and not table["sequence"].duplicated().any()
+    dssp = pd.read_csv(Path(REPO) / "resources/demo/dssp_chains.tsv.gz", sep="\t", keep_default_na=False)
+    ss3 = dict(zip(dssp["pdb_id"] + "_" + dssp["chain"], dssp["ss3"]))
+    assert (table["label"] == table["id"].map(ss3)).all()  # the same mapping as the bundle's ss3
+    with np.load(bundle) as data:
+        arrays = {name: data[name] for name in data.files}
+    arrays["dssp8"] = arrays["dssp8"].copy()
+    arrays["dssp8"][1] = arrays["dssp8"][1][:-1]
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(ValueError, match=f"bad.npz, chain {arrays['pdb_id'][1]}_{arrays['chain'][1]}"):
+        tasks.load_structure_bundle(tmp_path / "bad.npz")
+
+
 def test_tape_ss_maps_splits_and_masks(tmp_path):
     records = json.loads((DATA / "secondary_structure_train.json").read_text())
     for record in records:

@@ -100,6 +100,18 @@ def test_dry_run(configfile, tmp_path):
     assert jobs["probe_task"] == len(tasks)
     assert jobs["probe_fit"] == len(tasks) * (len(config["layers"]) + n_probed)
     assert jobs["probe_figure"] == 2 and jobs["probe_summary"] == 1
+    # The latent browser: every SAE's examples on the evaluation set (and on the structure
+    # dataset, when that is another), its pages, the shared files and the index.
+    structures = config["browser"]["structures"]
+    shown = 1 + (structures["dataset"] != config["evalset"]["dataset"])
+    assert jobs["browser_examples"] == shown * n_saes and jobs["browser_sae"] == n_saes
+    assert jobs["browser_index"] == jobs["browser_shared"] == jobs["browser_structures"] == 1
+    assert jobs["browser_structure_index"] == 1
+
+
+def test_a_bad_structure_dataset_names_the_key(tmp_path):
+    returncode, text = dry_run_of(tmp_path, lambda c: c["browser"]["structures"].update(dataset="uniref50"))
+    assert returncode != 0 and "browser.structures.dataset is 'uniref50'" in text
 
 
 def test_paper_config_is_paper_scale():
@@ -392,7 +404,7 @@ def test_tiny_config_end_to_end(tiny_run, tmp_path):
     assert planned_jobs(proc.stdout + proc.stderr) == {"latent_figure": 1}
 
 
-@pytest.mark.parametrize(("group_by", "jobs"), [("sae", 16), ("layer", 8), ("dataset", 4)])
+@pytest.mark.parametrize(("group_by", "jobs"), [("sae", 20), ("layer", 8), ("dataset", 4)])
 def test_encoding_jobs_per_group(tmp_path, group_by, jobs):
     """One job per (dataset, SAE), per (dataset, layer) or per dataset, each covering every shard."""
     returncode, text = dry_run_of(tmp_path, lambda c: c["encode"].update(group_by=group_by))
