@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Collection, Mapping, Sequence
+from itertools import pairwise
 
 import numpy as np
 import pandas as pd
@@ -139,11 +140,11 @@ def with_tracks(chosen: pd.DataFrame, code_paths: Sequence[str | os.PathLike],
         row = chosen.iloc[int(empty[0])]
         raise ValueError(f"latent {row['latent']} has no active residue in {row['protein']} in the codes, "
                          "though its maxima say it has: were they computed from other codes?")
-    bounds = tracks.offsets
+    spans = list(pairwise(tracks.offsets.tolist()))
     return chosen.assign(
         length=tracks.lengths.astype(np.int32),
-        positions=[tracks.positions[a:b].astype(np.int32) for a, b in zip(bounds[:-1], bounds[1:])],
-        values=[tracks.values[a:b].astype(np.float32) for a, b in zip(bounds[:-1], bounds[1:])],
+        positions=[tracks.positions[a:b].astype(np.int32) for a, b in spans],
+        values=[tracks.values[a:b].astype(np.float32) for a, b in spans],
     )
 
 

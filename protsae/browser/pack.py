@@ -91,4 +91,4 @@ def colour(norm: float) -> tuple[int, int, int]:
     """The RGB of an activation at ``norm`` (value / the latent's largest) on the page's scale."""
     t = min(max(float(norm), 0.0), 1.0)
     # floor(x + 0.5), not round(): the page's Math.round rounds halves up, Python's to even.
-    return tuple(int(math.floor(lo + (hi - lo) * t + 0.5)) for lo, hi in zip(LOW_COLOUR, HIGH_COLOUR))
+    return tuple(math.floor(lo + (hi - lo) * t + 0.5) for lo, hi in zip(LOW_COLOUR, HIGH_COLOUR))

@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from protsae.browser.examples import BIN_NAMES, BINS, HISTOGRAM_BINS, STRUCTURE_GROUP
-from protsae.browser.pack import HIGH_COLOUR, LOW_COLOUR, pack_coords, pack_track
+from protsae.browser.examples import BIN_NAMES, BINS, HISTOGRAM_BINS
+from protsae.browser.pack import pack_coords, pack_track
 from protsae.browser.structures import Backbone
 from protsae.files import atomic_path
 
@@ -339,17 +339,3 @@ def site_size(root: str | os.PathLike) -> dict:
     return {"bytes": sum(p["bytes"] for p in parts.values()), "files": sum(p["files"] for p in parts.values()),
             "parts": parts}
 
-
-__all__ = [
-    "HIGH_COLOUR",
-    "LOW_COLOUR",
-    "STRUCTURE_GROUP",
-    "file_stem",
-    "read_chunks",
-    "site_size",
-    "write_assets",
-    "write_index",
-    "write_proteins",
-    "write_sae_site",
-    "write_structures",
-]
