@@ -18,7 +18,7 @@ parser.add_argument("--site", default="results/unirep256/browser")
 parser.add_argument("--sae", default="layer3/topk_k32_w4096")
 parser.add_argument("--latent", type=int)
 parser.add_argument("--out", default="docs/latent_page.png")
-parser.add_argument("--height", type=int, default=1500)
+parser.add_argument("--height", type=int, default=1800)
 args = parser.parse_args()
 
 folder = Path(args.site).resolve() / args.sae

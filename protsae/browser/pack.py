@@ -2,10 +2,12 @@
 JavaScript (``assets/protsae.js`` decodes and colours the same way; the tests hold the two to it).
 
 * A track (the residues where a latent is active, and their values) is base64 of, per active
-  residue, the gap to the previous active residue (LEB128 varint; the first from -1) and the value
-  as a little-endian uint16 of value / scale x 65535, rounded, with ``scale`` the latent's largest
-  activation over the dataset. Values come back within scale / 131070 (0.0008% of the scale), far
-  finer than the float16 activations they were computed from.
+  residue, a little-endian uint16: the gap to the previous active residue (the first from -1) in
+  its top 4 bits and the value as a 12-bit level of value / scale x 4095, rounded, with ``scale``
+  the latent's largest activation shown. A gap of 15 or more stores 15 there and the rest of it
+  as a LEB128 varint after the uint16. Residues of a contig thus take 2 bytes. Values come back
+  within scale / 8190 (0.012% of the scale), finer than the float16 activations (0.05-0.1%
+  relative) they were computed from.
 * Backbone coordinates are base64 of little-endian int16 hundredths of an Angstrom (N, CA, C, O
   of each residue, x y z), relative to the first CA; chains up to 327 A across fit.
 """
@@ -14,23 +16,15 @@ from __future__ import annotations
 
 import base64
 import math
+from itertools import pairwise
 
 import numpy as np
 
-TRACK_LEVELS = 65535
+TRACK_LEVELS = 4095
+_GAP_ESCAPE = 15
 LOW_COLOUR = (255, 245, 240)
 HIGH_COLOUR = (203, 24, 29)
 """The activation colour scale (Colorbrewer Reds' ends): norm 0 to 1, linear in RGB."""
-
-
-def _varints(values: np.ndarray) -> bytes:
-    out = bytearray()
-    for value in values.tolist():
-        while value >= 0x80:
-            out.append((value & 0x7F) | 0x80)
-            value >>= 7
-        out.append(value)
-    return bytes(out)
 
 
 def quantise(values: np.ndarray, scale: float) -> np.ndarray:
@@ -40,18 +34,45 @@ def quantise(values: np.ndarray, scale: float) -> np.ndarray:
     return np.rint(np.clip(np.asarray(values, np.float64) / scale, 0, 1) * TRACK_LEVELS).astype(np.uint16)
 
 
-def pack_track(positions: np.ndarray, values: np.ndarray, scale: float) -> str:
-    """The encoded track (see the module docstring); positions strictly ascending, >= 0."""
-    positions = np.asarray(positions, np.int64)
-    if positions.size and (positions[0] < 0 or np.any(np.diff(positions) <= 0)):
+def pack_tracks(offsets: np.ndarray, positions: np.ndarray, values: np.ndarray, scales: np.ndarray) -> list[str]:
+    """Many tracks at once: track i is ``positions[offsets[i]:offsets[i + 1]]`` (strictly
+    ascending, >= 0) with its values, on the scale ``scales[i]``."""
+    offsets = np.asarray(offsets, np.int64)
+    positions, scales = np.asarray(positions, np.int64), np.asarray(scales, np.float64)
+    counts = np.diff(offsets)
+    if np.any(scales[counts > 0] <= 0) or np.any(~np.isfinite(scales[counts > 0])):
+        raise ValueError(f"track scale must be > 0, got {scales[counts > 0].min()}")
+    first = np.zeros(len(positions), bool)
+    first[offsets[:-1][counts > 0]] = True
+    previous = np.where(first, -1, np.r_[-1, positions[:-1]])
+    gaps = positions - previous - 1
+    if np.any(gaps < 0):
         raise ValueError("track positions must be >= 0 and strictly ascending")
-    gaps = np.diff(np.r_[-1, positions]) - 1
-    levels = quantise(values, scale)
-    out = bytearray()
-    for gap, level in zip(gaps.tolist(), levels.tolist()):
-        out += _varints(np.array([gap]))
-        out += int(level).to_bytes(2, "little")
-    return base64.b64encode(bytes(out)).decode("ascii")
+    entry_scale = np.repeat(scales, counts)
+    levels = np.rint(np.clip(np.asarray(values, np.float64) / entry_scale, 0, 1) * TRACK_LEVELS).astype(np.int64)
+    # The uint16 (gap nibble, 12-bit level), then the varint of gap - 15 where the nibble is 15.
+    escaped = gaps >= _GAP_ESCAPE
+    rest = np.where(escaped, gaps - _GAP_ESCAPE, 0)
+    n_rest_bytes = np.where(escaped, 1 + sum((rest >= 1 << (7 * b)).astype(np.int64) for b in range(1, 9)), 0)
+    entry_bytes = 2 + n_rest_bytes
+    starts = np.cumsum(entry_bytes) - entry_bytes
+    out = np.zeros(int(entry_bytes.sum()), np.uint8)
+    word = (np.minimum(gaps, _GAP_ESCAPE) << 12) | levels
+    out[starts] = word & 0xFF
+    out[starts + 1] = word >> 8
+    for b in range(int(n_rest_bytes.max()) if gaps.size else 0):
+        has = n_rest_bytes > b
+        more = (n_rest_bytes[has] > b + 1).astype(np.int64) << 7
+        out[starts[has] + 2 + b] = ((rest[has] >> (7 * b)) & 0x7F) | more
+    bounds = np.r_[0, np.cumsum(entry_bytes)][offsets]
+    data = out.tobytes()
+    return [base64.b64encode(data[a:b]).decode("ascii") for a, b in pairwise(bounds.tolist())]
+
+
+def pack_track(positions: np.ndarray, values: np.ndarray, scale: float) -> str:
+    """One encoded track (see the module docstring); positions strictly ascending, >= 0."""
+    positions = np.asarray(positions, np.int64)
+    return pack_tracks(np.array([0, len(positions)]), positions, values, np.array([scale]))[0]
 
 
 def unpack_track(text: str, scale: float) -> tuple[np.ndarray, np.ndarray]:
@@ -59,18 +80,21 @@ def unpack_track(text: str, scale: float) -> tuple[np.ndarray, np.ndarray]:
     data = base64.b64decode(text)
     positions, values, i, position = [], [], 0, -1
     while i < len(data):
-        gap, shift = 0, 0
-        while True:
-            byte = data[i]
-            i += 1
-            gap |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                break
+        word = data[i] | data[i + 1] << 8
+        i += 2
+        gap = word >> 12
+        if gap == _GAP_ESCAPE:
+            shift = 0
+            while True:
+                byte = data[i]
+                i += 1
+                gap += (byte & 0x7F) << shift
+                shift += 7
+                if byte < 0x80:
+                    break
         position += gap + 1
         positions.append(position)
-        values.append(int.from_bytes(data[i:i + 2], "little") / TRACK_LEVELS * scale)
-        i += 2
+        values.append((word & 0xFFF) / TRACK_LEVELS * scale)
     return np.array(positions, np.int64), np.array(values, np.float64)
 
 

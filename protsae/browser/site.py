@@ -24,13 +24,14 @@ import re
 import shutil
 from collections.abc import Mapping
 from html import escape
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from protsae.browser.examples import BIN_NAMES, BINS, HISTOGRAM_BINS
-from protsae.browser.pack import pack_coords, pack_track
+from protsae.browser.pack import pack_coords, pack_tracks
 from protsae.browser.structures import Backbone
 from protsae.files import atomic_path
 
@@ -52,7 +53,8 @@ def file_stem(protein_id: str) -> str:
 
 
 def _clean(value):
-    """JSON-safe: NaN and infinities become null, numpy scalars and arrays Python values."""
+    """JSON-safe: NaN and infinities become null, numpy scalars and arrays Python values, floats
+    six significant digits."""
     if isinstance(value, dict):
         return {str(k): _clean(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -61,8 +63,8 @@ def _clean(value):
         return _clean(value.tolist())
     if isinstance(value, np.generic):
         value = value.item()
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
+    if isinstance(value, float):  # six significant digits, the result tables' precision
+        return float(f"{value:.6g}") if math.isfinite(value) else None
     return value
 
 
@@ -207,12 +209,39 @@ def _steering_multiplier(multipliers: pd.Series) -> float | None:
     return STEERING_MULTIPLIER if STEERING_MULTIPLIER in values else values[-1]
 
 
-def _example(row, chunks: Mapping[str, int], scale: float) -> dict:
-    if row.protein not in chunks:
-        raise ValueError(f"protein {row.protein!r} of latent {row.latent} is not in the site's proteins (chunks.tsv)")
-    top = int(row.positions[int(np.argmax(row.values))])
-    return {"p": row.protein, "c": int(chunks[row.protein]), "m": float(row.max), "n": float(row.norm),
-            "L": int(row.length), "top": top, "t": pack_track(row.positions, row.values, scale)}
+def _packed_examples(examples: pd.DataFrame, chunks: Mapping[str, int], scale: np.ndarray) -> dict[str, np.ndarray]:
+    """Every example of a table as arrays: latent, group, protein, its sequence chunk, its maximum,
+    its top residue and its packed track (on its latent's scale), in table order."""
+    missing = sorted(set(examples["protein"]) - set(chunks))
+    if missing:
+        raise ValueError(f"{len(missing)} example proteins are not in the site's proteins (chunks.tsv), e.g. {missing[:3]}")
+    counts = examples["positions"].map(len).to_numpy(np.int64)
+    offsets = np.r_[0, np.cumsum(counts)].astype(np.int64)
+    positions = np.concatenate([*examples["positions"], np.zeros(0, np.int64)])
+    values = np.concatenate([*examples["values"], np.zeros(0, np.float32)])
+    latent = examples["latent"].to_numpy(np.int64)
+    # The top residue: the first position of each track's largest value.
+    entry = np.arange(len(positions))
+    order = np.lexsort((entry, -values, np.repeat(np.arange(len(examples)), counts)))
+    top = positions[order[offsets[:-1]]] if len(positions) else np.zeros(len(examples), np.int64)
+    return {"latent": latent, "group": examples["group"].to_numpy(np.int64),
+            "p": examples["protein"].to_numpy(object), "c": examples["protein"].map(chunks).to_numpy(np.int64),
+            "m": examples["max"].to_numpy(np.float64), "top": top,
+            "t": np.array(pack_tracks(offsets, positions, values, scale[latent]), dtype=object)}
+
+
+def _runs(keys: np.ndarray) -> dict[int, np.ndarray]:
+    """Row indices of each key (rows in their order)."""
+    order = np.argsort(keys, kind="stable")
+    bounds = np.flatnonzero(np.r_[True, keys[order][1:] != keys[order][:-1], True]) if len(keys) else np.zeros(1, int)
+    return {int(keys[order[a]]): order[a:b] for a, b in pairwise(bounds.tolist())}
+
+
+def _records(table: pd.DataFrame, columns: list[str]) -> dict[int, list[dict]]:
+    """Per latent, the table's rows (those columns) as records."""
+    if table.empty:
+        return {}
+    return {int(j): part[columns].to_dict("records") for j, part in table.groupby("latent")}
 
 
 def write_sae_site(out: Path, *, sae: Mapping, prefix: str, overview: pd.DataFrame, examples: pd.DataFrame,
@@ -258,57 +287,50 @@ def write_sae_site(out: Path, *, sae: Mapping, prefix: str, overview: pd.DataFra
 <main id="latent"><p id="status">loading…</p></main>
 <script src="{prefix}assets/3Dmol-min.js"></script>
 <script>window.PROTSAE_PAGE = {json.dumps({"prefix": prefix, "n_latents": n, "sae": sae})};</script>"""))
-    by_latent = {j: part for j, part in examples.groupby("latent")}
-    structures_by = {j: part for j, part in structures.groupby("latent")} if structures is not None else {}
-    family_rows = family.set_index("latent")
-    gaps_by = {j: part for j, part in gaps.groupby("latent")}
-    probes_by = {j: part for j, part in probe_rows.groupby("latent")}
+    packed = _packed_examples(examples, chunks, scale)
+    bins = _runs(packed["latent"] * (len(BINS) + 1) + packed["group"])
+    shown = _packed_examples(structures, chunks, scale) if structures is not None and len(structures) else None
+    shown_by = _runs(shown["latent"]) if shown is not None else {}
+    facts = ["status", "top_protein", "train_f1", "test_support", "test_predicted", "train_support"]
+    family_facts = {int(r["latent"]): {k: r[k] for k in facts} for r in family[["latent", *facts]].to_dict("records")}
+    gaps_by = _records(gaps, ["protein", "activation", "normalised", "rank", "protein_families"])
+    probes_by = _records(probe_rows, ["task", "class", "sign", "rank", "coefficient"])
+    steering_by = _steering_by_latent(steer) if steer is not None else {}
     histogram = np.stack(overview["histogram"].to_numpy()) if n else np.zeros((0, HISTOGRAM_BINS), int)
-    counts = {"latents": n, "examples": 0, "structures": 0}
+    n_proteins = overview["n_proteins"].to_numpy(np.int64)
     for j in range(n):
         payload = {"latent": j, "scale": scale[j], "row": {name: values[j] for name, values in columns.items()},
-                   "n_proteins": int(overview["n_proteins"].iat[j]), "histogram": histogram[j],
-                   "bins": [], "structures": [], "gaps": [], "probes": [], "steering": None}
-        if j in family_rows.index:
-            payload["family"] = {k: family_rows.at[j, k] for k in ("status", "top_protein", "train_f1", "test_support",
-                                                                     "test_predicted", "train_support")}
-        part = by_latent.get(j)
+                   "n_proteins": n_proteins[j], "histogram": histogram[j], "family": family_facts.get(j),
+                   "bins": [], "structures": [], "gaps": gaps_by.get(j, []), "probes": probes_by.get(j, []),
+                   "steering": steering_by.get(j)}
         for b, name in enumerate(BIN_NAMES):
-            rows = part[part["group"] == b] if part is not None else part
-            payload["bins"].append({
-                "name": name, "range": BINS[b], "n": int(histogram[j, (3 - b) * 5:(4 - b) * 5].sum()),
-                "examples": [] if rows is None else [_example(r, chunks, scale[j]) for r in rows.itertuples()]})
-            counts["examples"] += 0 if rows is None else len(rows)
-        for r in structures_by.get(j, pd.DataFrame()).itertuples():
-            payload["structures"].append({**_example(r, chunks, scale[j]), "s": file_stem(r.protein)})
-            counts["structures"] += 1
-        if j in gaps_by:
-            payload["gaps"] = gaps_by[j][["protein", "activation", "normalised", "rank", "protein_families"]].to_dict("records")
-        if j in probes_by:
-            payload["probes"] = probes_by[j].drop(columns="latent").to_dict("records")
-        if steer is not None:
-            payload["steering"] = _latent_steering(steer, j)
+            rows = bins.get(j * (len(BINS) + 1) + b, np.zeros(0, np.int64))
+            payload["bins"].append({"name": name, "range": BINS[b], "n": int(histogram[j, (3 - b) * 5:(4 - b) * 5].sum()),
+                                    "examples": {key: packed[key][rows].tolist() for key in ("p", "c", "m", "top", "t")}})
+        for i in shown_by.get(j, []):
+            payload["structures"].append({**{key: shown[key][i] for key in ("p", "c", "m", "top", "t")},
+                                          "s": file_stem(shown["p"][i])})
         write_script(out / "latents" / f"{j}.js", "latent", payload)
-    return counts
+    return {"latents": n, "examples": len(examples), "structures": 0 if shown is None else len(structures)}
 
 
-def _latent_steering(steer, latent: int) -> dict | None:
+def _steering_by_latent(steer) -> dict[int, dict]:
+    """Per steered latent: its alignment's summary, its mean metrics per multiplier (it and its
+    control) and its alignment."""
     if steer["latents"].empty:
-        return None
-    info = steer["latents"][steer["latents"]["latent"] == latent]
-    if info.empty:
-        return None
-    means = steer["means"][steer["means"]["latent"] == latent]
-    result = {"status": info["status"].iat[0], "n_top": int(info["n_top"].iat[0]),
-              "n_hits": int(info["n_hits"].iat[0]),
-              "by_multiplier": means.drop(columns="latent").to_dict("records")}
-    rows = steer["rows"][steer["rows"]["latent"] == latent] if len(steer["rows"]) else steer["rows"]
-    if len(rows):
-        cols = steer["columns"][steer["columns"]["latent"] == latent].sort_values("column")
-        result["alignment"] = {"rows": rows[["seq_id", "role", "row"]].values.tolist(),
-                               "consensus": "".join(cols["consensus"].astype(str)),
-                               "symbols": "".join(cols["symbol"].astype(str)),
-                               "conservation": cols["conservation"].tolist()}
+        return {}
+    means = _records(steer["means"], [c for c in steer["means"].columns if c != "latent"])
+    rows = _records(steer["rows"], ["seq_id", "role", "row"])
+    columns = {int(j): part.sort_values("column") for j, part in steer["columns"].groupby("latent")} if len(steer["columns"]) else {}
+    result = {}
+    for info in steer["latents"].to_dict("records"):
+        j = int(info["latent"])
+        result[j] = {"status": info["status"], "n_top": int(info["n_top"]), "n_hits": int(info["n_hits"]),
+                     "by_multiplier": means.get(j, [])}
+        if j in rows:
+            result[j]["alignment"] = {"rows": [[r["seq_id"], r["role"], r["row"]] for r in rows[j]],
+                                      "consensus": "".join(columns[j]["consensus"].astype(str)),
+                                      "symbols": "".join(columns[j]["symbol"].astype(str))}
     return result
 
 

@@ -7,6 +7,7 @@ from protsae.browser.pack import (
     colour,
     pack_coords,
     pack_track,
+    pack_tracks,
     unpack_coords,
     unpack_track,
 )
@@ -14,11 +15,11 @@ from protsae.browser.pack import (
 
 def test_track_round_trip_within_the_quantisation_step():
     rng = np.random.default_rng(0)
-    positions = np.sort(rng.choice(5000, size=300, replace=False))
+    positions = np.r_[np.sort(rng.choice(5000, size=299, replace=False)), 70_000]  # gaps of 1-3 bytes
     values = rng.uniform(0.001, 2.5, size=300).astype(np.float32)
     back_pos, back_val = unpack_track(pack_track(positions, values, 2.5), 2.5)
-    assert back_pos.tolist() == positions.tolist()  # gaps past 127 need two varint bytes
-    assert np.abs(back_val - values).max() <= 2.5 / 65535 / 2 + 1e-7
+    assert back_pos.tolist() == positions.tolist()  
+    assert np.abs(back_val - values).max() <= 2.5 / 4095 / 2 + 1e-7
 
 
 def test_track_needs_ascending_positions_and_a_scale():
@@ -41,3 +42,16 @@ def test_colour_scale_ends_and_rounding():
     assert colour(0) == (255, 245, 240) and colour(1) == (203, 24, 29)
     assert colour(2) == colour(1) and colour(-1) == colour(0)
     assert colour(0.5) == (229, 135, 135)  # 134.5 rounds up, as the page's Math.round does
+
+
+def test_many_tracks_at_once_equal_one_at_a_time():
+    rng = np.random.default_rng(2)
+    tracks = [np.sort(rng.choice(3000, size=n, replace=False)) for n in (5, 0, 1, 40)]
+    values = [rng.uniform(0.01, 1, size=len(t)) for t in tracks]
+    scales = np.array([1.0, 0.5, 2.0, 1.5])
+    offsets = np.r_[0, np.cumsum([len(t) for t in tracks])]
+    together = pack_tracks(offsets, np.concatenate(tracks), np.concatenate(values), scales)
+    assert together == [pack_track(t, v, s) for t, v, s in zip(tracks, values, scales)]
+    assert together[1] == ""
+    with pytest.raises(ValueError, match="ascending"):
+        pack_tracks(np.array([0, 2]), np.array([4, 4]), np.array([1.0, 1.0]), np.array([1.0]))

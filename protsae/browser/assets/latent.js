@@ -23,6 +23,8 @@
 
   await protsae.load(`latents/${latent}.js`);
   const d = protsae.data.latents[latent];
+  // A bin's examples come as columns (p, c, m, top, t); make them rows.
+  for (const bin of d.bins) bin.examples = bin.examples.p.map((p, i) => Object.fromEntries(Object.keys(bin.examples).map((k) => [k, bin.examples[k][i]])));
   const examples = d.bins.flatMap((b) => b.examples).concat(d.structures);
   const chunks = [...new Set(examples.map((e) => e.c))];
   await Promise.all(chunks.map((c) => protsae.load(`${page.prefix}proteins/${c}.js`)));

@@ -5,7 +5,7 @@ const protsae = (() => {
   // The activation colour scale (protsae/browser/pack.py holds the same numbers).
   const LOW = [255, 245, 240];
   const HIGH = [203, 24, 29];
-  const LEVELS = 65535;
+  const LEVELS = 4095;
   const data = { table: null, saes: null, latents: {}, proteins: {}, structures: {} };
 
   function colour(norm) {
@@ -31,7 +31,9 @@ const protsae = (() => {
     return out;
   }
 
-  // A packed track: per active residue a varint gap and a uint16 level of the latent's maximum.
+  // A packed track (protsae/browser/pack.py): per active residue a uint16 with the gap to the
+  // previous one in its top 4 bits (15: a varint of the rest follows) and a 12-bit level of the
+  // latent's maximum.
   function unpackTrack(b64, scale) {
     const raw = bytes(b64);
     const positions = [];
@@ -39,18 +41,21 @@ const protsae = (() => {
     let i = 0;
     let position = -1;
     while (i < raw.length) {
-      let gap = 0;
-      let shift = 0;
-      for (;;) {
-        const byte = raw[i++];
-        gap += (byte & 0x7f) * 2 ** shift;
-        shift += 7;
-        if (byte < 0x80) break;
+      const word = raw[i] | (raw[i + 1] << 8);
+      i += 2;
+      let gap = word >> 12;
+      if (gap === 15) {
+        let shift = 0;
+        for (;;) {
+          const byte = raw[i++];
+          gap += (byte & 0x7f) * 2 ** shift;
+          shift += 7;
+          if (byte < 0x80) break;
+        }
       }
       position += gap + 1;
       positions.push(position);
-      values.push(((raw[i] | (raw[i + 1] << 8)) / LEVELS) * scale);
-      i += 2;
+      values.push(((word & 0xfff) / LEVELS) * scale);
     }
     return { positions, values };
   }
