@@ -41,6 +41,8 @@
     ["precision", number(row.test_precision)],
     ["recall", number(row.test_recall)],
     ["threshold (of the latent's max)", number(row.threshold, 2)],
+    ["train F1", d.family ? number(d.family.train_f1) : ""],
+    ["F1 sweep", d.family ? d.family.status.replaceAll("_", " ") : ""],
     ["fires on", `${d.n_proteins.toLocaleString()} proteins (density ${number(row.density)})`],
     ["largest activation", number(row.max, 4)],
   ];
