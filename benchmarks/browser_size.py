@@ -9,13 +9,18 @@ of a site and counted apart.
 
     python benchmarks/browser_size.py [--latents 16384] [--per-bin 12] [--examples PARQUET]
 
-Prints the figures and writes them to benchmarks/results/browser_size.json.
+Then, where Debian's Chromium is installed, the SAE page of that site is opened in it (as the
+browser tests do) and the time to show the table, to sort it by test F1 and to search it is
+measured (median of 5, each on a fresh page for the load). Prints the figures and writes them to
+benchmarks/results/browser_size.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -24,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from protsae.browser.examples import BINS, HISTOGRAM_BINS, STRUCTURE_GROUP, read_table
-from protsae.browser.site import site_size, write_sae_site
+from protsae.browser.site import site_size, write_assets, write_sae_site
 
 DEMO = "results/unirep256/browser_data/swissprot/layer3/topk_k32_w4096/examples.parquet"
 
@@ -51,6 +56,30 @@ def synthetic_examples(n_latents: int, per_bin: int, n_structures: int, real: pd
                              positions, values))
     return pd.DataFrame(rows, columns=["latent", "group", "rank", "protein", "max", "norm", "length",
                                        "positions", "values"]), proteins
+
+
+def page_timings(page_path: Path, repeats: int = 5) -> dict:
+    """Median milliseconds, in Chromium, from navigation to the table shown, to sort it by test F1
+    and to search it by a latent id."""
+    from playwright.sync_api import sync_playwright
+
+    load, sort, search = [], [], []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"))
+        for _ in range(repeats):
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            start = time.perf_counter()
+            page.goto(page_path.as_uri())
+            page.wait_for_selector("#table .row")
+            load.append(1000 * (time.perf_counter() - start))
+            sort.append(page.evaluate("""() => { const t = performance.now();
+                document.querySelector("button[data-key=test_f1]").click(); return performance.now() - t; }"""))
+            search.append(page.evaluate("""() => { const box = document.getElementById("search"); const t = performance.now();
+                box.value = "16000"; box.dispatchEvent(new Event("input")); return performance.now() - t; }"""))
+            page.close()
+        browser.close()
+    return {"load": round(statistics.median(load)), "sort": round(statistics.median(sort)),
+            "search": round(statistics.median(search))}
 
 
 def main() -> None:
@@ -87,6 +116,8 @@ def main() -> None:
         latent_files = sorted((out / "latents").glob("*.js"))
         per_latent = np.array([p.stat().st_size for p in latent_files])
         table_bytes = (out / "data/table.js").stat().st_size
+        write_assets(Path(tmp))
+        timings = page_timings(out / "index.html") if shutil.which("chromium") else None
     result = {
         "latents": n, "examples_per_bin": args.per_bin, "structures_per_latent": args.structures,
         "track_source": args.examples,
@@ -96,6 +127,7 @@ def main() -> None:
         "latent_file_max_kb": round(float(per_latent.max()) / 1e3, 1),
         "table_mb": round(table_bytes / 1e6, 2),
         "build_seconds": round(seconds, 1),
+        "sae_page_ms": timings,
     }
     print(json.dumps(result, indent=2))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
