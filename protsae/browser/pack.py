@@ -27,13 +27,6 @@ HIGH_COLOUR = (203, 24, 29)
 """The activation colour scale (Colorbrewer Reds' ends): norm 0 to 1, linear in RGB."""
 
 
-def quantise(values: np.ndarray, scale: float) -> np.ndarray:
-    """Values as uint16 levels of ``scale`` (clipped to [0, scale])."""
-    if not scale > 0:
-        raise ValueError(f"track scale must be > 0, got {scale}")
-    return np.rint(np.clip(np.asarray(values, np.float64) / scale, 0, 1) * TRACK_LEVELS).astype(np.uint16)
-
-
 def pack_tracks(offsets: np.ndarray, positions: np.ndarray, values: np.ndarray, scales: np.ndarray) -> list[str]:
     """Many tracks at once: track i is ``positions[offsets[i]:offsets[i + 1]]`` (strictly
     ascending, >= 0) with its values, on the scale ``scales[i]``."""
