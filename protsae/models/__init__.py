@@ -12,8 +12,7 @@ Config (``model:`` in config/*.yaml)::
 
 from __future__ import annotations
 
-import torch
-
+from protsae.device import resolve_device
 from protsae.models.base import STANDARD_RESIDUES, LayerEdit, ProteinLM, TokenBatch
 from protsae.models.hf import (
     HFMaskedLM,
@@ -51,14 +50,6 @@ def model_alphabet(spec: dict) -> frozenset[str]:
     if spec["kind"] in _ALPHABETS:
         return _ALPHABETS[spec["kind"]]
     return load_model(spec | {"device": "cpu"}).alphabet
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"model.device is {device!r} but no CUDA device is visible")
-    return torch.device(device)
 
 
 def load_model(spec: dict) -> ProteinLM:

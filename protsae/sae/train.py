@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from protsae.activations.manifest import file_sha256
 from protsae.activations.stream import ActivationStream, read_heldout
+from protsae.device import resolve_device
 from protsae.files import atomic_path, remove_stale_temporaries, write_json
 from protsae.sae.config import SAEConfig, TrainConfig
 from protsae.sae.variants import ForwardOutput, TopKSAE, make_sae
@@ -55,12 +56,6 @@ _RESUMABLE_CHANGES = {"device", "log_every", "checkpoint_every", "checkpoint_min
 def default_lr(n_latents: int) -> float:
     """Gao et al.'s learning-rate scaling with dictionary size: 2e-4 / sqrt(n_latents / 16384)."""
     return 2e-4 / math.sqrt(n_latents / 2**14)
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _lr_factor(step: int, n_steps: int, warmup_fraction: float, decay_fraction: float) -> float:
@@ -504,7 +499,7 @@ def train_sae(
     out_dir = Path(out_dir)
     shard_paths = [str(p) for p in shard_paths]
     cfg = train_config
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     stream = ActivationStream(
         shard_paths,
