@@ -25,7 +25,7 @@ rule cache_activations:
     # The critical path first (caching, then training, then encoding); probes fill the gaps.
     priority: 3
     resources:
-        mem_mb=config["activations"]["mem_mb"],
+        mem_mb=memory(config["activations"]["mem_mb"]),
         runtime=config["activations"]["runtime"],
         gpu=config["activations"]["gpus"],
     conda:
@@ -60,7 +60,7 @@ rule activation_manifest:
         f"{LOGS}/activations/{{dataset}}/manifest.benchmark.tsv"
     threads: 1
     resources:
-        mem_mb=1000,
+        mem_mb=memory(1000),
         runtime=30,
     conda:
         "../envs/torch.yaml"

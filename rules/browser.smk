@@ -5,7 +5,7 @@
 # per SAE writes its pages and every latent's data file, and the index lists the SAEs.
 
 BROWSER_LOGS = f"{LOGS}/browser"
-BROWSER_RESOURCES = dict(mem_mb=BROWSER["mem_mb"], runtime=BROWSER["runtime"])
+BROWSER_RESOURCES = dict(mem_mb=memory(BROWSER["mem_mb"]), runtime=BROWSER["runtime"])
 
 
 if STRUCTURES:
@@ -138,7 +138,7 @@ rule browser_index:
         f"{BROWSER_LOGS}/index.benchmark.tsv"
     threads: 1
     resources:
-        mem_mb=1000,
+        mem_mb=memory(1000),
         runtime=10,
     conda:
         "../envs/torch.yaml"

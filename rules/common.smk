@@ -64,6 +64,12 @@ def canonical(value):
 RUNTIME_KEYS = {"threads", "gpus", "mem_mb", "runtime", "device", "allow_download"}
 
 
+def memory(mb):
+    """A rule's ``mem_mb``: ``mb`` on the first attempt and ``mb`` times the attempt on a retry, so a
+    job killed for memory is resubmitted with more (the SLURM profile retries twice)."""
+    return lambda wildcards, attempt: mb * attempt
+
+
 def settings(section, exclude=()):
     """A config section as a rule's params: canonical, without runtime keys (or ``exclude``)."""
     return canonical({k: v for k, v in section.items() if k not in RUNTIME_KEYS and k not in exclude})

@@ -44,7 +44,7 @@ for dataset, layers, specs in encode_groups():
         threads: config["encode"]["threads"]
         priority: 1
         resources:
-            mem_mb=config["encode"]["mem_mb"],
+            mem_mb=memory(config["encode"]["mem_mb"]),
             runtime=config["encode"]["runtime"],
             gpu=config["encode"]["gpus"],
         conda:

@@ -24,7 +24,7 @@ rule evalset_cluster:
         f"logs/evalsets/{EVALSET}/cluster.benchmark.tsv"
     threads: config["evalset"]["threads"]
     resources:
-        mem_mb=config["evalset"]["mem_mb"],
+        mem_mb=memory(config["evalset"]["mem_mb"]),
         runtime=config["evalset"]["runtime"],
     conda:
         "../envs/latents.yaml"
@@ -46,7 +46,7 @@ rule family_labels:
         f"logs/evalsets/{EVALSET}/families.benchmark.tsv"
     threads: config["families"]["threads"]
     resources:
-        mem_mb=config["families"]["mem_mb"],
+        mem_mb=memory(config["families"]["mem_mb"]),
         runtime=config["families"]["runtime"],
     conda:
         "../envs/latents.yaml"
@@ -70,7 +70,7 @@ rule evalset_split:
         f"{LOGS}/latents/{EVALSET}/split.benchmark.tsv"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=memory(2000),
         runtime=30,
     conda:
         "../envs/torch.yaml"
@@ -97,7 +97,7 @@ rule family_specificity:
         f"{SAE_LATENT_LOGS}/family_f1.benchmark.tsv"
     threads: config["latents"]["threads"]
     resources:
-        mem_mb=config["latents"]["mem_mb"],
+        mem_mb=memory(config["latents"]["mem_mb"]),
         runtime=config["latents"]["runtime"],
     conda:
         "../envs/torch.yaml"
@@ -124,7 +124,7 @@ rule activation_patterns:
         f"{SAE_LATENT_LOGS}/patterns.benchmark.tsv"
     threads: config["latents"]["threads"]
     resources:
-        mem_mb=config["latents"]["mem_mb"],
+        mem_mb=memory(config["latents"]["mem_mb"]),
         runtime=config["latents"]["runtime"],
     conda:
         "../envs/torch.yaml"
@@ -144,7 +144,7 @@ rule latent_summary:
         f"{LOGS}/latents/{EVALSET}/summary.benchmark.tsv"
     threads: 1
     resources:
-        mem_mb=1000,
+        mem_mb=memory(1000),
         runtime=10,
     conda:
         "../envs/torch.yaml"
@@ -170,7 +170,7 @@ rule latent_figure:
         f"{LOGS}/figures/{{figure}}.benchmark.tsv"
     threads: 1
     resources:
-        mem_mb=1000,
+        mem_mb=memory(1000),
         runtime=10,
     conda:
         "../envs/torch.yaml"

@@ -21,7 +21,7 @@ rule probe_task:
         "logs/probes/{task}/task.benchmark.tsv"
     threads: 2
     resources:
-        mem_mb=8000,
+        mem_mb=memory(8000),
         runtime=120,
     conda:
         "../envs/latents.yaml"
@@ -49,7 +49,7 @@ rule probe_fit:
         f"{LOGS}/probes/{{task}}/layer{{layer}}/{{features}}.benchmark.tsv"
     threads: config["probes"]["threads"]
     resources:
-        mem_mb=config["probes"]["mem_mb"],
+        mem_mb=memory(config["probes"]["mem_mb"]),
         runtime=config["probes"]["runtime"],
         gpu=config["probes"]["gpus"],
     conda:
@@ -69,7 +69,7 @@ rule probe_summary:
         f"{LOGS}/probes/summary.benchmark.tsv"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=memory(2000),
         runtime=10,
     conda:
         "../envs/torch.yaml"
@@ -93,7 +93,7 @@ rule probe_figure:
         f"{LOGS}/figures/{{figure}}.benchmark.tsv"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=memory(2000),
         runtime=10,
     conda:
         "../envs/torch.yaml"

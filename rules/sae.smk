@@ -28,7 +28,7 @@ rule train_sae:
     threads: config["sae"]["training"]["threads"]
     priority: 2
     resources:
-        mem_mb=config["sae"]["training"]["mem_mb"],
+        mem_mb=memory(config["sae"]["training"]["mem_mb"]),
         runtime=config["sae"]["training"]["runtime"],
         gpu=config["sae"]["training"]["gpus"],
     conda:
@@ -49,7 +49,7 @@ rule sae_summary:
         f"{LOGS}/sae/{TRAIN_DATASET}/summary.benchmark.tsv"
     threads: 1
     resources:
-        mem_mb=1000,
+        mem_mb=memory(1000),
         runtime=10,
     conda:
         "../envs/torch.yaml"
@@ -76,7 +76,7 @@ rule evaluate_sae:
         f"{SAE_LOG}.splice.benchmark.tsv"
     threads: config["sae"]["evaluation"]["threads"]
     resources:
-        mem_mb=config["sae"]["evaluation"]["mem_mb"],
+        mem_mb=memory(config["sae"]["evaluation"]["mem_mb"]),
         runtime=config["sae"]["evaluation"]["runtime"],
         gpu=config["sae"]["evaluation"]["gpus"],
     conda:
@@ -100,7 +100,7 @@ rule sae_sweep_figure:
         f"{LOGS}/figures/sae_sweep_{{sweep}}.benchmark.tsv"
     threads: 1
     resources:
-        mem_mb=1000,
+        mem_mb=memory(1000),
         runtime=10,
     conda:
         "../envs/torch.yaml"

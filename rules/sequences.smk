@@ -19,7 +19,7 @@ rule sample_sequences:
         f"{LOGS}/sequences/{{dataset}}.benchmark.tsv"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=memory(2000),
         runtime=60,
     conda:
         "../envs/torch.yaml"

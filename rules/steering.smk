@@ -21,7 +21,7 @@ rule evalset_blastdb:
         f"logs/evalsets/{EVALSET}/blastdb.benchmark.tsv"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=memory(4000),
         runtime=60,
     conda:
         "../envs/steering.yaml"
@@ -52,7 +52,7 @@ rule family_alignments:
         f"{SAE_STEERING_LOGS}/alignments.benchmark.tsv"
     threads: config["steering"]["threads"]
     resources:
-        mem_mb=config["steering"]["mem_mb"],
+        mem_mb=memory(config["steering"]["mem_mb"]),
         runtime=config["steering"]["runtime"],
     conda:
         "../envs/steering.yaml"
@@ -87,7 +87,7 @@ rule steer_sae:
         f"{SAE_STEERING_LOGS}/steer.benchmark.tsv"
     threads: config["steering"]["threads"]
     resources:
-        mem_mb=config["steering"]["mem_mb"],
+        mem_mb=memory(config["steering"]["mem_mb"]),
         runtime=config["steering"]["runtime"],
         gpu=config["steering"]["gpus"],
     conda:
@@ -108,7 +108,7 @@ rule steering_summary:
         f"{LOGS}/steering/{EVALSET}/summary.benchmark.tsv"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=memory(2000),
         runtime=10,
     conda:
         "../envs/torch.yaml"
@@ -132,7 +132,7 @@ rule steering_figure:
         f"{LOGS}/figures/fig6_steering.benchmark.tsv"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=memory(2000),
         runtime=10,
     conda:
         "../envs/torch.yaml"
