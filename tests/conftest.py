@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -41,6 +42,23 @@ def snakemake(args, cwd, check=True, umask=None):
 
 
 TINY = ["--configfile", "config/tiny.yaml"]
+
+
+def result_tables(work: Path) -> dict[Path, bytes]:
+    """Every result table (TSV, CSV) of a run, by path."""
+    return {path.relative_to(work): path.read_bytes() for path in sorted((work / "results").rglob("*"))
+            if path.suffix in (".tsv", ".csv")}
+
+
+def slurm_is_up() -> bool:
+    """Whether a SLURM answers here with a node that takes jobs (profiles/local_slurm.sh up)."""
+    if not shutil.which("sinfo"):
+        return False
+    try:
+        proc = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=10)
+    except subprocess.TimeoutExpired:
+        return False
+    return proc.returncode == 0 and any(state in proc.stdout for state in ("idle", "mix", "alloc"))
 
 
 @pytest.fixture(scope="session")

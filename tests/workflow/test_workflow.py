@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import REPO, SNAKEMAKE, TINY, flip_byte, snakemake, workdir_copy
+from conftest import REPO, SNAKEMAKE, TINY, flip_byte, result_tables, slurm_is_up, snakemake, workdir_copy
 
 from protsae.activations.manifest import file_sha256
 from protsae.activations.storage import list_type, read_acts
@@ -213,11 +213,6 @@ def test_model_limits_are_known_from_the_id_without_weights(tmp_path):
     proc = snakemake(["-n", "--configfile", str(tmp_path / "deep.yaml")], cwd=workdir_copy(tmp_path), check=False)
     assert proc.returncode != 0
     assert "layers: [34] beyond model esm2_t33_650M, which has 33 blocks" in proc.stdout + proc.stderr
-
-
-def result_tables(work: Path) -> dict[Path, bytes]:
-    return {path.relative_to(work): path.read_bytes() for path in sorted((work / "results").rglob("*"))
-            if path.suffix in (".tsv", ".csv")}
 
 
 @pytest.mark.slow
@@ -423,19 +418,20 @@ def planned_caches(text: str) -> set[str]:
     return set(re.findall(r"activations/([^/\s]+)/shard\d+\b", text))
 
 
-@pytest.mark.slow
-def test_two_fresh_runs_give_byte_identical_tables(tiny_run, tmp_path):
-    """Every result table (TSV, CSV) of a second fresh run, byte for byte; timing stays out of them.
-    The second run encodes the evaluation set straight from the model in one pass per dataset (no
-    dense cache), which gives the same codes as the cache, and keeps no intermediates: the probe
-    tasks' dense caches and every code shard of the evaluation set and the probe tasks are gone at
-    the end, and a third run still has nothing to do."""
-    again = workdir_copy(tmp_path)
+def one_pass_config() -> dict:
+    """The tiny config, encoding the evaluation set straight from the model in one pass per dataset
+    (no dense cache) and keeping no intermediates: the second fresh run's."""
     config = yaml.safe_load((Path(REPO) / "config/tiny.yaml").read_text())
     config["encode"] |= {"source": "model", "group_by": "dataset"}
     config["keep_intermediates"] = False
-    (tmp_path / "one_pass.yaml").write_text(yaml.safe_dump(config))
-    snakemake(["--cores", "2", "--configfile", str(tmp_path / "one_pass.yaml")], cwd=again)
+    return config
+
+
+def check_second_fresh_run(tiny_run: Path, again: Path, rerun) -> None:
+    """What a second fresh run (``one_pass_config``) must leave: no dense cache of the evaluation set,
+    no code shards of the evaluation set and the probe tasks, no dense caches of the probe tasks,
+    nothing to do for ``rerun`` (a function that runs snakemake again), and every result table
+    byte-identical to the first run's."""
     results = again / "results/tiny_esm2"
     assert not (results / "activations/swissprot").exists()
     for dataset in ["swissprot", "probe_localization", "probe_secondary_structure"]:
@@ -443,15 +439,30 @@ def test_two_fresh_runs_give_byte_identical_tables(tiny_run, tmp_path):
     for task in ["probe_localization", "probe_secondary_structure"]:
         assert list((results / "activations" / task).rglob("*.parquet")) == [], task
         assert (results / "activations" / task / "layer1/manifest.json").exists()
-    assert len(list((results / "activations/uniref50").rglob("*.parquet"))) == 2 * len(config["layers"])
+    layers = yaml.safe_load((Path(REPO) / "config/tiny.yaml").read_text())["layers"]
+    assert len(list((results / "activations/uniref50").rglob("*.parquet"))) == 2 * len(layers)
     assert list(results.rglob("maxima.npz"))
-    rerun = snakemake(["--cores", "2", "--configfile", str(tmp_path / "one_pass.yaml")], cwd=again)
-    assert "Nothing to be done" in rerun.stdout + rerun.stderr
+    proc = rerun()
+    assert "Nothing to be done" in proc.stdout + proc.stderr
     first, second = result_tables(tiny_run), result_tables(again)
     assert len(first) > 40 and first.keys() == second.keys()
     assert [path for path in first if first[path] != second[path]] == []
     summary = (tiny_run / "results/tiny_esm2/sae/uniref50/summary.tsv").read_text().splitlines()[0].split("\t")
     assert "heldout_fvu" in summary and not {"train_seconds", "tokens_per_s"} & set(summary)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(slurm_is_up(), reason="a SLURM is up: test_slurm makes this second fresh run through it")
+def test_two_fresh_runs_give_byte_identical_tables(tiny_run, tmp_path):
+    """Every result table (TSV, CSV) of a second fresh run, byte for byte; timing stays out of them.
+    The second run encodes the evaluation set straight from the model in one pass per dataset, which
+    gives the same codes as the cache, and keeps no intermediates (`check_second_fresh_run`). Where
+    a SLURM is up (CI), test_slurm makes this run through sbatch instead, with the same checks."""
+    again = workdir_copy(tmp_path)
+    (tmp_path / "one_pass.yaml").write_text(yaml.safe_dump(one_pass_config()))
+    args = ["--cores", "2", "--configfile", str(tmp_path / "one_pass.yaml")]
+    snakemake(args, cwd=again)
+    check_second_fresh_run(tiny_run, again, lambda: snakemake(args, cwd=again))
 
 
 @pytest.mark.slow
