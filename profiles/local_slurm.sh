@@ -55,7 +55,8 @@ write_config() {
   cat >"$CONF.tmp" <<EOF
 # Written by profiles/local_slurm.sh: one node, no accounting database.
 ClusterName=protsae
-SlurmctldHost=$host
+# The loopback address, whether or not the host name resolves.
+SlurmctldHost=$host(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -87,7 +88,7 @@ JobAcctGatherParams=OverMemoryKill
 JobCompType=jobcomp/filetxt
 JobCompLoc=$DIR/jobs.log
 GresTypes=gpu
-NodeName=$host CPUs=$cpus RealMemory=$mem $node_gres State=UNKNOWN
+NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem $node_gres State=UNKNOWN
 PartitionName=main Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
   mv "$CONF.tmp" "$CONF"

@@ -552,7 +552,25 @@ def _projected_sizes():
     print("\n".join(lines), file=sys.stderr)
 
 
+def _projected_hours():
+    """Print the projected device-hours of each model stage, from projection.throughputs."""
+    path = config["projection"]["throughputs"]
+    if path is None:
+        return
+    from protsae.costs import Throughputs, projection_lines, stage_work
+
+    figures = Throughputs.read(path)
+    if figures.model != MODEL:
+        raise ValueError(f"projection.throughputs: {path} has figures for {figures.model!r}, not {MODEL!r}")
+    # A model whose depth is unknown before loading (UniRep weights by path): every pass full depth.
+    n_layers = MODEL_SHAPE.n_layers or max(config["layers"])
+    work = stage_work(config, config["datasets"], sae_specs(), n_layers, MODEL_SHAPE.d_model,
+                      figures.sae_d_model, EVALSET, sorted(PROBE_DATASETS))
+    print("\n".join(projection_lines(work, figures, path)), file=sys.stderr)
+
+
 _derived_datasets()
 _check_config()
 if workflow.is_main_process:
     _projected_sizes()
+    _projected_hours()

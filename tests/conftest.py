@@ -19,7 +19,7 @@ DEMO_FASTA = os.path.join(REPO, "resources", "demo", "uniprot_sample.fasta.gz")
 
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-WORKFLOW_PARTS = ["Snakefile", "rules", "config", "workflow", "envs", "resources/demo"]
+WORKFLOW_PARTS = ["Snakefile", "rules", "config", "workflow", "envs", "resources/demo", "resources/throughputs"]
 
 
 def workdir_copy(tmp_path: Path) -> Path:

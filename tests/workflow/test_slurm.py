@@ -29,7 +29,8 @@ SLURM = ["--cores", "all", "--profile", str(Path(REPO) / "profiles/slurm"),
          "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1"]
 # Rules whose jobs ask for GPUs when their config section sets gpus (gpu_config below).
 GPU_RULES = {"cache_activations", "train_sae", "evaluate_sae", "encode_codes", "steer_sae", "probe_fit"}
-SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)")
+STEPS = 1500  # of the SAE training cancelled in the middle
+SUBMITTED = re.compile(r"Job (\S+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -120,12 +121,13 @@ def test_the_tiny_workflow_runs_under_slurm_and_gives_the_local_tables(tiny_run,
 
 @pytest.fixture(scope="module")
 def long_training(tmp_path_factory):
-    """A working directory whose SAE training takes long enough to cancel in the middle (200 steps,
-    a checkpoint every 20), with the caches it reads and a local, uninterrupted run's weights."""
+    """A working directory whose SAE training takes long enough to cancel in the middle (1,500
+    steps, about 20 s here; a checkpoint every 100), with the caches it reads and a local,
+    uninterrupted run's weights."""
     tmp = tmp_path_factory.mktemp("long_training")
     work = workdir_copy(tmp)
     config = yaml.safe_load((Path(REPO) / "config/tiny.yaml").read_text())
-    config["sae"]["training"] |= {"n_tokens": 200 * 512, "checkpoint_every": 20}
+    config["sae"]["training"] |= {"n_tokens": STEPS * 512, "checkpoint_every": 100}
     path = tmp / "long.yaml"
     path.write_text(yaml.safe_dump(gpu_config(config)))
     sae = Path("results/tiny_esm2/sae/uniref50/layer2/topk_k4_w64")
@@ -170,11 +172,11 @@ def test_a_cancelled_training_job_resumes_from_its_checkpoint(long_training):
     left = sorted(path.name for path in (work / sae).iterdir())
     assert left == ["checkpoint.pt"], left  # no weights, no temporaries
     step = torch.load(work / sae / "checkpoint.pt", weights_only=False)["step"]
-    assert 0 < step < 200
+    assert 0 < step < STEPS
 
     proc = on_slurm(target, cwd=work)
     log = (work / "logs/tiny_esm2/sae/uniref50/layer2/topk_k4_w64.log").read_text()
-    assert f"at step {step} of 200" in log and "resuming from" in log, log
+    assert f"at step {step} of {STEPS}" in log and "resuming from" in log, log
     assert (work / sae / "sae.safetensors").read_bytes() == reference
     assert not (work / sae / "checkpoint.pt").exists()
     assert all(job_record(jobid)["JobState"] == "COMPLETED" for jobid, _ in submissions(proc.stdout + proc.stderr))

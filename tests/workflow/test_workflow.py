@@ -66,6 +66,15 @@ def test_dry_run(configfile, tmp_path):
     proc = snakemake(["-n", "--configfile", configfile], cwd=work)
     jobs = planned_jobs(proc.stdout + proc.stderr)
     n_saes = len(sae_grid(config["sae"]["sweeps"]))
+    # Projected device-hours per model stage, from the measured throughputs the config names.
+    if config.get("projection", {}).get("throughputs"):
+        start = proc.stderr.index("-hours per stage, from")
+        projection = proc.stderr[proc.stderr.rindex("protsae: projected", 0, start) :].splitlines()
+        assert config["projection"]["throughputs"] in projection[0]
+        stages = [line.split(":")[0].strip() for line in projection[1:6]]
+        assert stages[:3] == ["caching activations", "SAE training", "SAE evaluation (delta CE)"], projection
+        assert f"{n_saes} SAEs x" in projection[2] and "residues/s" in projection[1], projection
+        assert any(line.startswith("  total: ") for line in projection), projection
     assert jobs["train_sae"] == n_saes
     # Cached: the training set, the probe tasks (raw probes read their activations) and, when codes
     # come from the cache, the evaluation set; the last two are sampled as their sections say.
@@ -160,7 +169,8 @@ def test_building_the_dag_imports_nothing_heavy(tmp_path):
     assert "protsae.spec" in modules  # the hook saw the workflow's imports
     assert not {"torch", "transformers"} & modules
     assert {m for m in modules if m.startswith("protsae")} == {
-        "protsae", "protsae.spec", "protsae.configcheck", "protsae.activations", "protsae.activations.sizes"}
+        "protsae", "protsae.spec", "protsae.configcheck", "protsae.activations", "protsae.activations.sizes",
+        "protsae.costs"}
 
 
 def dry_run_of(tmp_path, edit, name="edited.yaml"):
