@@ -29,7 +29,7 @@ SLURM = ["--cores", "all", "--profile", str(Path(REPO) / "profiles/slurm"),
          "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1"]
 # Rules whose jobs ask for GPUs when their config section sets gpus (gpu_config below).
 GPU_RULES = {"cache_activations", "train_sae", "evaluate_sae", "encode_codes", "steer_sae", "probe_fit"}
-STEPS = 1500  # of the SAE training cancelled in the middle
+STEPS = 800  # of the SAE training cancelled in the middle
 SUBMITTED = re.compile(r"Job (\S+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)")
 
 
@@ -101,13 +101,13 @@ def test_the_tiny_workflow_runs_under_slurm_and_gives_the_local_tables(tiny_run,
     submitted_rules = {rule for _, rule in jobs}
     grouped = {rule for rule in planned if f"rule {rule}:" in text and rule not in submitted_rules}
     assert {"train_sae", "evaluate_sae", "sae_summary", "family_specificity"} <= grouped
-    assert {"group:sae", "group:tables", "group:reports"} <= submitted_rules
+    assert {"group:sae", "group:tables", "group:browser", "group:probes", "group:reports"} <= submitted_rules
     for jobid, rule in jobs:
         record = job_record(jobid)
         assert record["JobState"] == "COMPLETED", (rule, record)
         asked = record.get("TresPerJob", "")
         granted = record.get("JOB_GRES", "(null)")
-        if rule in GPU_RULES | {"cache_intermediate_activations", "group:sae"}:
+        if rule in GPU_RULES | {"cache_intermediate_activations", "group:sae", "group:probes"}:
             assert asked == "gres:gpu:1" and granted == "gpu:1", (rule, record)
         else:
             assert "gpu" not in asked and granted == "(null)", (rule, record)
@@ -121,9 +121,9 @@ def test_the_tiny_workflow_runs_under_slurm_and_gives_the_local_tables(tiny_run,
 
 @pytest.fixture(scope="module")
 def long_training(tmp_path_factory):
-    """A working directory whose SAE training takes long enough to cancel in the middle (1,500
-    steps, about 20 s here; a checkpoint every 100), with the caches it reads and a local,
-    uninterrupted run's weights."""
+    """A working directory whose SAE training takes long enough to cancel in the middle (800 steps,
+    about 10 s here; a checkpoint every 100), with the caches it reads and a local, uninterrupted
+    run's weights."""
     tmp = tmp_path_factory.mktemp("long_training")
     work = workdir_copy(tmp)
     config = yaml.safe_load((Path(REPO) / "config/tiny.yaml").read_text())
@@ -187,7 +187,7 @@ def test_a_job_killed_for_memory_is_retried_with_more(long_training, tmp_path):
     retry resubmits it with twice the memory (mem_mb x attempt), and it completes."""
     work, config, sae, _ = long_training
     small = yaml.safe_load(config.read_text())
-    small["sae"]["training"]["mem_mb"] = 500
+    small["sae"]["training"] |= {"mem_mb": 500, "n_tokens": 20000}
     path = tmp_path / "small.yaml"
     path.write_text(yaml.safe_dump(small))
     other = Path("results/tiny_esm2/sae/uniref50/layer2/topk_k2_w64")
