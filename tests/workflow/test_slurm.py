@@ -25,8 +25,11 @@ pytestmark = pytest.mark.slow
 # snakemake, its status checks capped at 3 s apart (see that file) for the runs here.
 PROMPT = [sys.executable, str(Path(__file__).with_name("snakemake_prompt_status.py"))]
 # The cluster here has no accounting database: squeue for job states (its MinJobAge is 3600 s).
+# Bigger groups than the profile's (sized for a paper run's time limits) keep the tiny run's
+# submissions, each of which starts snakemake twice, few on CI's two cores.
 SLURM = ["--cores", "all", "--profile", str(Path(REPO) / "profiles/slurm"),
-         "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1"]
+         "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1",
+         "--group-components", "tables=32", "browser=8", "probes=8", "reports=100"]
 # Rules whose jobs ask for GPUs when their config section sets gpus (gpu_config below).
 GPU_RULES = {"cache_activations", "train_sae", "evaluate_sae", "encode_codes", "steer_sae", "probe_fit"}
 STEPS = 800  # of the SAE training cancelled in the middle
