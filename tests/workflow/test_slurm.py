@@ -54,8 +54,9 @@ def gpu_config(config: dict) -> dict:
 
 
 def on_slurm(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    """snakemake with the SLURM profile (``SLURM`` + ``args``) in ``cwd``; output captured."""
-    proc = subprocess.run(PROMPT + SLURM + args, cwd=cwd, capture_output=True, text=True,
+    """snakemake with the SLURM profile (``args`` + ``SLURM``, whose last option takes a list) in
+    ``cwd``; output captured."""
+    proc = subprocess.run(PROMPT + args + SLURM, cwd=cwd, capture_output=True, text=True,
                           env=os.environ | {"PYTHONUNBUFFERED": "1"})
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake on SLURM {' '.join(args)} failed:\n{proc.stdout[-20000:]}\n{proc.stderr[-5000:]}")
@@ -158,7 +159,7 @@ def test_a_cancelled_training_job_resumes_from_its_checkpoint(long_training):
     target = [str(sae / "sae.safetensors"), "--retries", "0", "--configfile", str(config)]
     out = work / "cancelled.log"
     with out.open("w") as handle:
-        run = subprocess.Popen(PROMPT + SLURM + target, cwd=work, stdout=handle, stderr=subprocess.STDOUT,
+        run = subprocess.Popen(PROMPT + target + SLURM, cwd=work, stdout=handle, stderr=subprocess.STDOUT,
                                env=os.environ | {"PYTHONUNBUFFERED": "1"}, start_new_session=True)
     try:
         def training_job():
