@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import gzip
 import platform
 import statistics
 import sys
 import tempfile
 import time
+from itertools import islice
 from pathlib import Path
 
 import torch
@@ -40,6 +40,7 @@ from protsae.models import load_model, save_random_esm2  # noqa: E402
 from protsae.sae.config import SAEConfig  # noqa: E402
 from protsae.sae.train import training_step  # noqa: E402
 from protsae.sae.variants import make_sae  # noqa: E402
+from protsae.sequences.fasta import read_fasta  # noqa: E402
 
 # Published ESM-2 shapes (hidden, layers, heads, intermediate), for random weights of a model not at hand.
 ESM2_SHAPES = {"esm2_t33_650M": (1280, 33, 20, 5120), "esm2_t30_150M": (640, 30, 20, 2560),
@@ -48,18 +49,8 @@ ESM2_SHAPES = {"esm2_t33_650M": (1280, 33, 20, 5120), "esm2_t30_150M": (640, 30,
 
 def proteins(n: int, max_length: int) -> list[str]:
     """The first ``n`` sequences of the demo's UniProtKB sample no longer than ``max_length``."""
-    seqs, current = [], []
-    with gzip.open(REPO / "resources/demo/uniprot_sample.fasta.gz", "rt") as handle:
-        for line in handle:
-            if line.startswith(">"):
-                if current and len("".join(current)) <= max_length:
-                    seqs.append("".join(current))
-                    if len(seqs) == n:
-                        break
-                current = []
-            else:
-                current.append(line.strip())
-    return seqs
+    records = read_fasta(REPO / "resources/demo/uniprot_sample.fasta.gz")
+    return list(islice((r.sequence for r in records if len(r.sequence) <= max_length), n))
 
 
 def build_model(spec: dict, device: str, workdir: Path):

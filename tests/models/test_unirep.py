@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import math
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -13,26 +13,15 @@ import torch
 from conftest import REPO
 
 from protsae.models.unirep import UniRep, package_weights_path
+from protsae.sequences.fasta import read_fasta
 
 SWISSPROT = Path(REPO) / "resources" / "demo" / "swissprot_subset.fasta.gz"
 SEQUENCES = ["MKTAYIAKQRQISFVKSHFSRQ", "GSHMLE", "MNPWYXUCDERT", "A", "MKVLAAGIVGLLLAGCSS"]
 
 
-def read_fasta(path: Path, limit: int, max_length: int) -> list[str]:
-    """The first ``limit`` sequences of at most ``max_length`` residues of a gzipped FASTA."""
-    sequences: list[str] = []
-    chunks: list[str] = []
-    with gzip.open(path, "rt") as handle:
-        for line in handle:
-            if line.startswith(">"):
-                if chunks and len("".join(chunks)) <= max_length:
-                    sequences.append("".join(chunks))
-                    if len(sequences) == limit:
-                        break
-                chunks = []
-            else:
-                chunks.append(line.strip())
-    return sequences
+def first_sequences(path: Path, limit: int, max_length: int) -> list[str]:
+    """The first ``limit`` sequences of at most ``max_length`` residues of a FASTA file."""
+    return list(islice((r.sequence for r in read_fasta(path) if len(r.sequence) <= max_length), limit))
 
 
 def numpy_reference(npz_path: Path, sequence: str, token_ids: list[int]) -> tuple[list[np.ndarray], np.ndarray]:
@@ -191,7 +180,7 @@ def test_edit_of_last_layer_feeds_the_head(unirep64: UniRep) -> None:
 
 
 def test_perplexity_beats_unigram(unirep256: UniRep) -> None:
-    sequences = read_fasta(SWISSPROT, limit=30, max_length=300)
+    sequences = first_sequences(SWISSPROT, limit=30, max_length=300)
     batch = unirep256.tokenize(sequences)
     targets = unirep256.lm_targets(sequences, batch)
     log_probs = torch.log_softmax(unirep256.logits(batch), dim=-1)
