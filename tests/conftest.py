@@ -32,9 +32,10 @@ def workdir_copy(tmp_path: Path) -> Path:
     return work
 
 
-def snakemake(args, cwd, check=True, umask=None):
+def snakemake(args, cwd, check=True, umask=None, command=SNAKEMAKE):
+    """``command`` (snakemake) + ``args`` in ``cwd``, output captured; a failure raises with it."""
     env = os.environ | {"PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run(SNAKEMAKE + args, cwd=cwd, capture_output=True, text=True, env=env,
+    proc = subprocess.run(command + args, cwd=cwd, capture_output=True, text=True, env=env,
                           umask=-1 if umask is None else umask)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")

@@ -53,14 +53,10 @@ def gpu_config(config: dict) -> dict:
     return config
 
 
-def on_slurm(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+def on_slurm(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     """snakemake with the SLURM profile (``args`` + ``SLURM``, whose last option takes a list) in
     ``cwd``; output captured."""
-    proc = subprocess.run(PROMPT + args + SLURM, cwd=cwd, capture_output=True, text=True,
-                          env=os.environ | {"PYTHONUNBUFFERED": "1"})
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake on SLURM {' '.join(args)} failed:\n{proc.stdout[-20000:]}\n{proc.stderr[-5000:]}")
-    return proc
+    return snakemake(args + SLURM, cwd=cwd, command=PROMPT)
 
 
 def job_record(jobid: str) -> dict[str, str]:
