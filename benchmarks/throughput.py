@@ -36,15 +36,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from protsae.activations.batches import token_budget_batches  # noqa: E402
+from protsae.activations.sizes import model_shape  # noqa: E402
 from protsae.models import load_model, save_random_esm2  # noqa: E402
 from protsae.sae.config import SAEConfig  # noqa: E402
 from protsae.sae.train import training_step  # noqa: E402
 from protsae.sae.variants import make_sae  # noqa: E402
 from protsae.sequences.fasta import read_fasta  # noqa: E402
-
-# Published ESM-2 shapes (hidden, layers, heads, intermediate), for random weights of a model not at hand.
-ESM2_SHAPES = {"esm2_t33_650M": (1280, 33, 20, 5120), "esm2_t30_150M": (640, 30, 20, 2560),
-               "esm2_t12_35M": (480, 12, 20, 1920), "esm2_t6_8M": (320, 6, 20, 1280)}
 
 
 def proteins(n: int, max_length: int) -> list[str]:
@@ -59,12 +56,13 @@ def build_model(spec: dict, device: str, workdir: Path):
     try:
         return load_model(spec), "the config's weights"
     except Exception as error:  # offline without the checkpoint: same shape, same cost
-        shape = next((v for k, v in ESM2_SHAPES.items() if k in str(spec.get("id", ""))), None)
-        if spec["kind"] != "esm2" or shape is None:
+        # The published ESM-2 shape the id names (protsae.activations.sizes): every ESM-2's feed-forward
+        # is 4 x its width, with 20 heads up to 650M and 40 beyond (the head count costs nothing).
+        shape = model_shape(spec) if spec["kind"] == "esm2" else None
+        if shape is None or shape.n_layers is None:
             raise
-        hidden, layers, heads, intermediate = shape
-        path = save_random_esm2(workdir / "model", hidden_size=hidden, num_layers=layers, num_heads=heads,
-                                intermediate_size=intermediate)
+        path = save_random_esm2(workdir / "model", hidden_size=shape.d_model, num_layers=shape.n_layers,
+                                num_heads=20 if shape.d_model <= 1280 else 40, intermediate_size=4 * shape.d_model)
         print(f"weights not at hand ({type(error).__name__}); random weights of the exact shape", file=sys.stderr)
         return load_model(spec | {"id": str(path), "path": str(path)}), "random weights of the exact shape"
 
