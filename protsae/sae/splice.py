@@ -1,11 +1,14 @@
-"""How much of the language model an SAE keeps: delta CE and loss recovered (METHODS.md section 3).
+"""How much of the language model an SAE keeps: delta CE, loss recovered and KL recovered
+(METHODS.md section 3; SAEBench's core metrics).
 
 The SAE's reconstruction is spliced back into the model at its layer, on residue positions only
-(the SAE never saw a special or padding token), and the LM loss is compared with the clean model
-and with zero-ablation of the same positions:
+(the SAE never saw a special or padding token), and the LM loss, and the output distribution at
+the positions the loss scores, are compared with the clean model and with zero-ablation of the
+same positions:
 
     delta_ce       = CE(sae) - CE(clean)
     loss_recovered = (CE(zero) - CE(sae)) / (CE(zero) - CE(clean))
+    kl_recovered   = 1 - KL(clean || sae) / KL(clean || zero)      (SAEBench's KL score)
 
 A masked LM (ESM-2) is scored on a seeded set of masked residues per sequence, a next-residue LM
 (UniRep) on every residue. ``sae_plus_error`` splices x_hat + (x - x_hat), which must give the
@@ -28,6 +31,7 @@ from protsae.activations.batches import token_budget_batches
 from protsae.activations.stream import is_heldout
 from protsae.codes.encode import sae_placement
 from protsae.models import LayerEdit, ProteinLM, TokenBatch
+from protsae.sae.quality import kl_recovered, token_kl_divergence
 from protsae.sequences.fasta import read_fasta
 
 CONDITIONS = ("clean", "sae", "sae_plus_error", "zero")
@@ -158,7 +162,10 @@ def splice_metrics(
     the layer's activations of that masked input, the ones the loss depends on.
 
     Returns ce_clean, ce_sae, ce_sae_plus_error, ce_zero (mean nats per predicted token),
-    delta_ce, delta_ce_with_error, loss_recovered, fvu and l0 of the SAE on the spliced residue
+    delta_ce, delta_ce_with_error, loss_recovered, kl_sae, kl_sae_plus_error, kl_zero (mean KL
+    divergence of each condition's output distribution from the clean one at the predicted
+    positions, nats; `protsae.sae.quality.token_kl_divergence`), kl_recovered
+    (`protsae.sae.quality.kl_recovered`), fvu and l0 of the SAE on the spliced residue
     activations, n_sequences, n_predicted_tokens, n_residues, layer, lm_objective, mask_prob
     (None for a next-residue LM) and seed.
     """
@@ -167,6 +174,7 @@ def splice_metrics(
     lengths = [len(seq) for _, seq in sequences]
     batches = token_budget_batches(lengths, max_tokens, specials=len(model.token_ids("")))
     ce_sums = dict.fromkeys(CONDITIONS, 0.0)
+    kl_sums = dict.fromkeys(CONDITIONS[1:], 0.0)
     n_predicted = 0
     stats = _ReconstructionStats()
     bar = tqdm(total=sum(lengths), unit="res", unit_scale=True, desc="splicing", disable=not progress,
@@ -176,15 +184,21 @@ def splice_metrics(
         seqs = [sequences[i][1] for i in index_batch]
         batch, targets = _masked_inputs(model, ids, seqs, mask_prob, seed)
         n_predicted += int((targets != IGNORE_INDEX).sum())
-        ce_sums["clean"] += _summed_ce(model.logits(batch), targets)
+        clean_logits = model.logits(batch)
+        scored = (targets != IGNORE_INDEX).to(clean_logits.device)
+        ce_sums["clean"] += _summed_ce(clean_logits, targets)
+        clean_scored = clean_logits[scored]
         for condition in CONDITIONS[1:]:
             edit = residue_edit(condition, sae, batch.residue_mask, stats if condition == "sae" else None)
             with model.replace_layer_output(layer, edit):
-                ce_sums[condition] += _summed_ce(model.logits(batch), targets)
+                logits = model.logits(batch)
+            ce_sums[condition] += _summed_ce(logits, targets)
+            kl_sums[condition] += float(token_kl_divergence(clean_scored, logits[scored]).sum())
         bar.update(sum(len(s) for s in seqs))
     bar.close()
 
     ce = {condition: total / max(n_predicted, 1) for condition, total in ce_sums.items()}
+    kl = {condition: total / max(n_predicted, 1) for condition, total in kl_sums.items()}
     recon = stats.result()
     ablation_gap = ce["zero"] - ce["clean"]
     return {
@@ -195,6 +209,10 @@ def splice_metrics(
         "delta_ce": ce["sae"] - ce["clean"],
         "delta_ce_with_error": ce["sae_plus_error"] - ce["clean"],
         "loss_recovered": (ce["zero"] - ce["sae"]) / ablation_gap if ablation_gap != 0 else float("nan"),
+        "kl_sae": kl["sae"],
+        "kl_sae_plus_error": kl["sae_plus_error"],
+        "kl_zero": kl["zero"],
+        "kl_recovered": kl_recovered(kl["sae"], kl["zero"]),
         "fvu": recon["fvu"],
         "l0": recon["l0"],
         "n_sequences": len(sequences),

@@ -40,6 +40,11 @@ from protsae.activations.stream import ActivationStream, read_heldout
 from protsae.device import resolve_device
 from protsae.files import atomic_path, remove_stale_temporaries, write_json
 from protsae.sae.config import SAEConfig, TrainConfig
+from protsae.sae.quality import (
+    RECONSTRUCTION_METRICS,
+    ReconstructionSums,
+    dictionary_metrics,
+)
 from protsae.sae.variants import ForwardOutput, TopKSAE, make_sae
 
 logger = logging.getLogger(__name__)
@@ -112,11 +117,15 @@ def evaluate(sae: TopKSAE, tokens: torch.Tensor, batch_size: int = 4096) -> dict
     all ``tokens``, L0 (mean number of non-zero latents per token), the share of latents that
     never fire on ``tokens``, and ``fvu_stored``: the FVU when only the ``k_store`` latents per
     token that `encode` returns are decoded (what downstream stages see; the same as the FVU
-    except for ``relu_l1``, whose forward uses every active latent).
+    except for ``relu_l1``, whose forward uses every active latent). Besides, SAEBench's
+    reconstruction and density metrics (`protsae.sae.quality.RECONSTRUCTION_METRICS`) of that
+    stored reconstruction, from the same pass (the values of `reconstruction_metrics`).
     """
     was_training = sae.training
     sae.eval()
-    mean = tokens.mean(0, dtype=torch.float64).float().to(sae.device)
+    mean64 = tokens.mean(0, dtype=torch.float64)
+    mean = mean64.float().to(sae.device)
+    saebench = ReconstructionSums(sae.cfg.n_latents, mean64)
     squared_error = stored_squared_error = total_variance = non_zero = 0.0
     fired = torch.zeros(sae.cfg.n_latents, dtype=torch.bool, device=sae.device)
     for start in range(0, len(tokens), batch_size):
@@ -124,15 +133,20 @@ def evaluate(sae: TopKSAE, tokens: torch.Tensor, batch_size: int = 4096) -> dict
         out = sae(x)
         squared_error += float((x - out.sae_out).pow(2).sum())
         if sae.encode_truncates:
-            stored = sae.decode(*sae.encode(x), x=x)
+            values, indices = sae.encode(x)
+            stored = sae.decode(values, indices, x=x)
             stored_squared_error += float((x - stored).pow(2).sum())
         else:
+            # In eval mode the forward selects as `encode` does: its output is the stored one.
+            stored, values, indices = out.sae_out, out.latent_acts, out.latent_indices
             stored_squared_error = squared_error
+        saebench.add(x, stored, values, indices)
         total_variance += float((x - mean).pow(2).sum())
         non_zero += float(out.l0) * len(x)
         fired |= out.fired
     sae.train(was_training)
     n = len(tokens)
+    quality = saebench.result()
     return {
         "mse": squared_error / n,
         "fvu": squared_error / total_variance,
@@ -140,6 +154,7 @@ def evaluate(sae: TopKSAE, tokens: torch.Tensor, batch_size: int = 4096) -> dict
         "l0": non_zero / n,
         "never_fired_share": float((~fired).float().mean()),
         "n_tokens": n,
+        **{key: quality[key] for key in RECONSTRUCTION_METRICS},
     }
 
 
@@ -435,7 +450,8 @@ def _finish(
     heldout = read_heldout(shard_paths, cfg.holdout_fraction, cfg.holdout_seed, cfg.eval_tokens, dtype=None)
     if len(heldout) == 0:
         logger.warning("no held-out tokens (holdout_fraction=%s): evaluation skipped", cfg.holdout_fraction)
-        heldout_metrics = dict.fromkeys(["mse", "fvu", "fvu_stored", "l0", "never_fired_share"], None) | {"n_tokens": 0}
+        heldout_metrics = dict.fromkeys(["mse", "fvu", "fvu_stored", "l0", "never_fired_share",
+                                         *RECONSTRUCTION_METRICS], None) | {"n_tokens": 0}
     else:
         heldout_metrics = evaluate(sae, heldout, cfg.batch_size)
     dead_share = run.dead.share()
@@ -446,6 +462,8 @@ def _finish(
         "heldout_l0": heldout_metrics["l0"],
         "heldout_never_fired_share": heldout_metrics["never_fired_share"],
         "heldout_tokens": heldout_metrics["n_tokens"],
+        **{f"heldout_{key}": heldout_metrics[key] for key in RECONSTRUCTION_METRICS},
+        **dictionary_metrics(sae),
         "dead_share": dead_share,
         "dead_tokens_threshold": sae_config.dead_tokens_threshold,
         "train_final_fvu": run.history[-1]["fvu"],
@@ -454,7 +472,8 @@ def _finish(
         "train_seconds": run.train_seconds,
         "tokens_per_s": run.tokens_seen / run.train_seconds,
     }
-    logger.info("held-out: %s; dead share %.3f", heldout_metrics, dead_share)
+    logger.info("held-out: %s; dead share %.3f",
+                {key: value for key, value in heldout_metrics.items() if key != "density_histogram"}, dead_share)
 
     sae.save(
         out_dir,
