@@ -91,6 +91,7 @@ rule family_specificity:
         types=config["families"]["types"],
         thresholds=config["latents"]["thresholds"],
         f1_cutoff=config["latents"]["f1_cutoff"],
+        bootstrap=settings(config["bootstrap"]),
     log:
         f"{SAE_LATENT_LOGS}/family_f1.log",
     benchmark:

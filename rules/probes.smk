@@ -41,7 +41,8 @@ rule probe_fit:
         features=r"raw|[a-z0-9_]+_k\d+_w\d+",
     params:
         task=lambda wc: probe_task_settings(wc.task),
-        probes=settings(config["probes"], exclude={"tasks", "sweeps", "figure_sweep"}),
+        probes=settings(config["probes"], exclude={"tasks", "sweeps", "figure_sweep", "sparse"}),
+        bootstrap=settings(config["bootstrap"]),
         shards=probe_fit_shards,
     log:
         f"{LOGS}/probes/{{task}}/layer{{layer}}/{{features}}.log",
@@ -99,3 +100,55 @@ rule probe_figure:
         "../envs/torch.yaml"
     script:
         "../workflow/scripts/probe_figure.py"
+
+
+# Sparse probing (SAEBench): top-k features by mean difference, logistic regression on them, per
+# (task, layer, features) like the probes above. Tasks: every protein-classifier probe task (one
+# class against the rest) and "families", the evaluation set's largest families (one family
+# against the rest), on SAE latents and on raw dimensions; see protsae/probes/sparse.py.
+rule sparse_probe:
+    input:
+        unpack(sparse_probe_inputs),
+    output:
+        result=sparse_path("{task}", "{layer}", "{features}", "result.json"),
+        targets=sparse_path("{task}", "{layer}", "{features}", "targets.tsv"),
+    wildcard_constraints:
+        task="|".join(sparse_tasks()) or "NO_TASKS",
+        features=r"raw|[a-z0-9_]+_k\d+_w\d+",
+    params:
+        sparse=sparse_params,
+        bootstrap=settings(config["bootstrap"]),
+        families=lambda wc: wc.task == SPARSE_FAMILIES,
+        types=lambda wc: config["families"]["types"] if wc.task == SPARSE_FAMILIES else None,
+        shards=sparse_probe_shards,
+    log:
+        f"{LOGS}/sparse_probes/{{task}}/layer{{layer}}/{{features}}.log",
+    benchmark:
+        f"{LOGS}/sparse_probes/{{task}}/layer{{layer}}/{{features}}.benchmark.tsv"
+    threads: 1
+    resources:
+        mem_mb=memory(SPARSE["mem_mb"]),
+        runtime=SPARSE["runtime"],
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../workflow/scripts/sparse_probe.py"
+
+
+rule sparse_probe_summary:
+    input:
+        [sparse_path(*fit, "result.json") for fit in sparse_fits()],
+    output:
+        f"{RESULTS}/sparse_probes/summary.tsv",
+    log:
+        f"{LOGS}/sparse_probes/summary.log",
+    benchmark:
+        f"{LOGS}/sparse_probes/summary.benchmark.tsv"
+    threads: 1
+    resources:
+        mem_mb=memory(2000),
+        runtime=10,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../workflow/scripts/sparse_probe_summary.py"

@@ -44,14 +44,25 @@ def _pattern_bars(ax, rows: pd.DataFrame, x: str) -> None:
 
 
 def _family_bars(ax, rows: pd.DataFrame, x: str, f1_cutoff: float, types_label: str) -> None:
-    """Bars: family-specific latents per SAE, annotated with their share of all latents."""
+    """Bars: family-specific latents per SAE, annotated with their share of all latents, with the
+    bootstrap interval of the count (columns n_family_specific_low / _high) as error bars where
+    the summaries carry it."""
     categorical_axis(ax, rows, x)
-    bars = ax.bar(range(len(rows)), rows["n_family_specific"], color="#1f77b4", width=0.7)
-    for bar, count, total in zip(bars, rows["n_family_specific"], rows["n_latents"]):
-        ax.annotate(f"{100 * count / total:.1f}%", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+    count = rows["n_family_specific"].to_numpy(dtype=float)
+    yerr = None
+    if {"n_family_specific_low", "n_family_specific_high"} <= set(rows.columns):
+        low = rows["n_family_specific_low"].to_numpy(dtype=float)
+        high = rows["n_family_specific_high"].to_numpy(dtype=float)
+        yerr = np.nan_to_num(np.vstack([count - low, high - count]).clip(min=0))
+    bars = ax.bar(range(len(rows)), count, color="#1f77b4", width=0.7, yerr=yerr, capsize=3,
+                  error_kw={"elinewidth": 1, "ecolor": "#333333"})
+    top = count if yerr is None else count + yerr[1]
+    # The share sits above the error bar, where there is one.
+    for bar, n_specific, total, height in zip(bars, count, rows["n_latents"], top):
+        ax.annotate(f"{100 * n_specific / total:.1f}%", (bar.get_x() + bar.get_width() / 2, height),
                     ha="center", va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
     ax.set_ylabel(f"family-specific latents\n(test F1 > {f1_cutoff}, {types_label})")
-    ax.set_ylim(0, max(1, rows["n_family_specific"].max()) * 1.18)
+    ax.set_ylim(0, max(1, top.max()) * 1.18)
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(axis="y", alpha=0.3)
 

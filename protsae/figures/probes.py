@@ -19,7 +19,8 @@ METRIC_LABELS = {"accuracy": "test accuracy", "spearman": "test Spearman rho"}
 def plot_probe_layers(rows: pd.DataFrame, path: str | os.PathLike, title: str) -> None:
     """Fig 4: per task (one panel each), the probe's test metric per layer, raw activations vs
     SAE latents. rows: task, layer, kind (``raw`` or ``sae``), metric, test_score, label (legend
-    text of the kind)."""
+    text of the kind), and optionally test_score_low / test_score_high, the bootstrap interval,
+    drawn as error bars where known."""
     if rows.empty:
         raise ValueError("no probe results to plot")
     tasks = sorted(rows["task"].unique())
@@ -28,7 +29,8 @@ def plot_probe_layers(rows: pd.DataFrame, path: str | os.PathLike, title: str) -
         task_rows = rows[rows["task"] == task]
         for (kind, label), group in task_rows.groupby(["kind", "label"]):
             group = group.sort_values("layer")
-            ax.plot(group["layer"], group["test_score"], marker="o" if kind == "raw" else "s", label=label)
+            ax.errorbar(group["layer"], group["test_score"], yerr=_error_bars(group),
+                        marker="o" if kind == "raw" else "s", label=label, capsize=3)
         ax.set_xticks(sorted(task_rows["layer"].unique()))
         ax.set_xlabel("layer")
         ax.set_ylabel(METRIC_LABELS.get(task_rows["metric"].iloc[0], task_rows["metric"].iloc[0]))
@@ -37,6 +39,19 @@ def plot_probe_layers(rows: pd.DataFrame, path: str | os.PathLike, title: str) -
         ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=11)
     save(fig, path)
+
+
+def _error_bars(group: pd.DataFrame) -> np.ndarray | None:
+    """(2, n) distances from each score down to its interval's low end and up to its high end
+    (0 where the interval is unknown); None when the rows carry no interval at all."""
+    if "test_score_low" not in group.columns or "test_score_high" not in group.columns:
+        return None
+    score = group["test_score"].to_numpy(dtype=float)
+    low = group["test_score_low"].to_numpy(dtype=float)
+    high = group["test_score_high"].to_numpy(dtype=float)
+    if np.isnan(low).all() and np.isnan(high).all():
+        return None
+    return np.nan_to_num(np.vstack([score - low, high - score]).clip(min=0))
 
 
 def plot_probe_coefficients(coefs: dict[str, dict[str, np.ndarray]], path: str | os.PathLike, title: str) -> None:

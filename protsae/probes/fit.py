@@ -12,6 +12,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from protsae.bootstrap import BootstrapSettings
 from protsae.files import atomic_path
 from protsae.probes.features import (
     pooled_activations,
@@ -24,6 +25,7 @@ from protsae.probes.interpret import (
     latent_examples,
     top_coefficients,
 )
+from protsae.probes.intervals import probe_intervals
 from protsae.probes.linear import (
     ProbeResult,
     fit_protein_classifier,
@@ -45,7 +47,9 @@ class ProbeFit:
     top: pd.DataFrame
     """The largest coefficients per class (`top_coefficients`), with example proteins for latents."""
     summary: dict
-    """result.json: task, layer, features, the probe's metrics and its coefficient statistics."""
+    """result.json: task, layer, features, the probe's metrics with their bootstrap intervals
+    (``<metric>_low``, ``<metric>_high`` after each, and ``bootstrap``: how they were drawn) and
+    its coefficient statistics."""
 
 
 def sampled_labels(labels_path: str | os.PathLike, lengths_path: str | os.PathLike) -> pd.DataFrame:
@@ -78,23 +82,44 @@ def fit_probe(task: Mapping, settings: Mapping, labels: pd.DataFrame, paths: Seq
 
 def run_probe(task_name: str, task: Mapping, settings: Mapping, layer: int, features: str,
               labels: pd.DataFrame, paths: Sequence[str | os.PathLike],
-              sequences: Mapping[str, str]) -> ProbeFit:
+              sequences: Mapping[str, str], bootstrap: BootstrapSettings = BootstrapSettings()) -> ProbeFit:
     """The probe of one (task, layer, features) fit, with its top coefficients and summary.
-    ``features`` is ``"raw"`` or the name of the SAE whose code shards ``paths`` are."""
+    ``features`` is ``"raw"`` or the name of the SAE whose code shards ``paths`` are;
+    ``bootstrap`` says how the intervals of its test metrics are drawn."""
     raw = features == "raw"
     result = fit_probe(task, settings, labels, paths, raw)
     top = top_coefficients(result, n=settings["n_top"])
     if not raw:
         top = latent_examples(top, paths, labels, sequences, n_examples=settings["n_examples"])
-    summary = {
-        "task": task_name,
-        "layer": layer,
-        "features": features,
-        "probe": result.task,
-        **{key: value for key, value in result.to_dict().items() if key != "task"},
-        "coefficient_stats": coefficient_stats(result.coef),
-    }
+    summary = {"task": task_name, "layer": layer, "features": features, "probe": result.task,
+               **with_intervals(result.to_dict(), probe_intervals(result, labels, bootstrap)),
+               "coefficient_stats": coefficient_stats(result.coef)}
     return ProbeFit(result, top, summary)
+
+
+def with_intervals(scores: dict, intervals: dict) -> dict:
+    """``result.to_dict()`` (less its task) with each metric's ``_low``/``_high`` right after it:
+    test_score at the top level, the extras (Pearson r, RMSE) inside ``extras``; then
+    ``bootstrap``."""
+    out: dict = {}
+    for key, value in scores.items():
+        if key == "task":
+            continue
+        if key == "extras":
+            value = {name: extra for name, extra in _interleaved(value, intervals)}
+        out[key] = value
+        if key == "test_score":
+            out["test_score_low"], out["test_score_high"] = intervals["test_score_low"], intervals["test_score_high"]
+    out["bootstrap"] = intervals["bootstrap"]
+    return out
+
+
+def _interleaved(extras: dict, intervals: dict):
+    for name, value in extras.items():
+        yield name, value
+        if f"{name}_low" in intervals:
+            yield f"{name}_low", intervals[f"{name}_low"]
+            yield f"{name}_high", intervals[f"{name}_high"]
 
 
 def save_coefficients(coef: np.ndarray, path: str | os.PathLike) -> None:

@@ -28,6 +28,20 @@ SPLITS = ("train", "valid", "test")
 
 
 @dataclass
+class TestItems:
+    """The probe's test predictions, one entry per test item (a protein, or a residue for the
+    residue probe), for the bootstrap intervals (`protsae.probes.intervals`).
+
+    protein: (n,) int64, the item's protein as its row in the task's labels (the order of the
+    features the probe was given); prediction and target: (n,) class names / indices or values.
+    """
+
+    protein: np.ndarray
+    prediction: np.ndarray
+    target: np.ndarray
+
+
+@dataclass
 class ProbeResult:
     """A fitted probe and its scores.
 
@@ -41,6 +55,7 @@ class ProbeResult:
     ``classes[1]``; regression: ``target``); intercept: (n_rows,). feature_mean, feature_std:
     (n_features,) float64, the standardiser of the final model (features are (x - mean) / std).
     extras: further scores (regression: test Pearson r and RMSE; residue probes: epochs).
+    test_items: the test predictions the scores come from (not written to result.json).
     """
 
     task: str
@@ -60,6 +75,7 @@ class ProbeResult:
     feature_mean: np.ndarray = field(repr=False)
     feature_std: np.ndarray = field(repr=False)
     extras: dict = field(default_factory=dict)
+    test_items: TestItems | None = field(default=None, repr=False)
 
     @property
     def n_features(self) -> int:
@@ -68,7 +84,7 @@ class ProbeResult:
     def to_dict(self) -> dict:
         """JSON-ready summary: everything but the per-feature arrays (coef, mean, std)."""
         out = {f.name: getattr(self, f.name) for f in fields(self)
-               if f.name not in ("coef", "feature_mean", "feature_std")}
+               if f.name not in ("coef", "feature_mean", "feature_std", "test_items")}
         out["valid_scores"] = [{"value": float(k), "score": _json_float(v)} for k, v in self.valid_scores.items()]
         out["test_score"] = _json_float(self.test_score)
         out["chosen"] = float(self.chosen)
@@ -166,10 +182,11 @@ def fit_protein_classifier(X: np.ndarray, y: np.ndarray, split: np.ndarray,
     )
     model, Xs, test = search.model, search.features, search.test
     classes = [str(c) for c in model.classes_]
+    prediction = model.predict(Xs[test])
     return ProbeResult(
         task="protein_classification",
         metric="accuracy",
-        test_score=float(np.mean(model.predict(Xs[test]) == y[test])),
+        test_score=float(np.mean(prediction == y[test])),
         hparam="C",
         refit=True,
         classes=classes,
@@ -177,6 +194,7 @@ def fit_protein_classifier(X: np.ndarray, y: np.ndarray, split: np.ndarray,
         coef=model.coef_.astype(np.float32),
         intercept=model.intercept_.astype(np.float32),
         **search.fields(),
+        test_items=TestItems(np.flatnonzero(test), prediction, y[test]),
     )
 
 
@@ -216,5 +234,6 @@ def fit_protein_regressor(X: np.ndarray, y: np.ndarray, split: np.ndarray,
             "pearson": float(scipy.stats.pearsonr(prediction, y[test]).statistic),
             "rmse": float(np.sqrt(np.mean((prediction - y[test]) ** 2))),
         },
+        test_items=TestItems(np.flatnonzero(test), prediction, y[test]),
     )
 

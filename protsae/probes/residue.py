@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from protsae.probes.features import ResidueData
-from protsae.probes.linear import ProbeResult, best_hparam, split_masks
+from protsae.probes.linear import ProbeResult, TestItems, best_hparam, split_masks
 from protsae.probes.standardise import sparse_standardiser, standardiser
 
 log = logging.getLogger("protsae.probes")
@@ -141,7 +141,8 @@ def fit_residue_classifier(data: ResidueData, weight_decays: Sequence[float] = (
         log.info("residue probe: weight_decay=%g valid accuracy %.4f (epoch %d)", weight_decay, accuracy, epoch)
     chosen = best_hparam(valid_scores, sorted(valid_scores, reverse=True))
     weight, bias = models[chosen]
-    test_accuracy = float((_predict(rows_of, test, weight, bias, mean_t, std_t) == y[test]).float().mean())
+    prediction = _predict(rows_of, test, weight, bias, mean_t, std_t)
+    test_accuracy = float((prediction == y[test]).float().mean())
     return ProbeResult(
         task="residue_classification",
         metric="accuracy",
@@ -160,5 +161,6 @@ def fit_residue_classifier(data: ResidueData, weight_decays: Sequence[float] = (
         feature_mean=mean,
         feature_std=std,
         extras={"best_epoch": best_epochs, "max_epochs": epochs},
+        test_items=TestItems(data.protein[test.numpy()], prediction.numpy(), y[test].numpy()),
     )
 

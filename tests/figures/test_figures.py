@@ -3,12 +3,13 @@
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from protsae.figures.latents import PATTERN_STYLE, plot_latent_figure
-from protsae.latents.patterns import REPORT_ORDER
 from protsae.figures.sae import plot_sae_sweep, sweep_rows
+from protsae.latents.patterns import REPORT_ORDER
 
 
 def summary_table():
@@ -72,3 +73,44 @@ def test_every_pattern_class_has_a_style():
     from protsae.latents.patterns import PATTERNS
 
     assert set(PATTERN_STYLE) == set(REPORT_ORDER) == set(PATTERNS) and len(REPORT_ORDER) == len(PATTERNS)
+
+
+def test_family_bars_draw_the_bootstrap_interval(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from protsae.figures.latents import _family_bars
+
+    rows = latent_rows().assign(n_family_specific_low=lambda t: t["n_family_specific"] - 2,
+                                n_family_specific_high=lambda t: t["n_family_specific"] + 5)
+    fig, ax = plt.subplots()
+    _family_bars(ax, rows, "layer", 0.7, "InterPro Family")
+    segments = [segment for collection in ax.collections for segment in collection.get_segments()]
+    assert sorted((s[0][1], s[1][1]) for s in segments) == [(3 * layer - 2, 3 * layer + 5) for layer in (1, 2, 3, 4)]
+    assert ax.get_ylim()[1] >= 17  # room above the highest error bar
+    plt.close(fig)
+    plot_latent_figure(rows, ["family"], "layer", tmp_path / "fig.png", "demo")
+
+
+def test_probe_layers_draw_error_bars(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from protsae.figures import probes
+
+    rows = pd.DataFrame([
+        {"task": "localization", "layer": layer, "kind": kind, "label": kind, "metric": "accuracy",
+         "test_score": 0.5 + 0.1 * layer, "test_score_low": 0.45 + 0.1 * layer, "test_score_high": 0.58 + 0.1 * layer}
+        for layer in (1, 2) for kind in ("raw", "sae")
+    ])
+    drawn = []
+    original = plt.Axes.errorbar
+
+    def spy(self, x, y, yerr=None, **kwargs):
+        drawn.append(yerr)
+        return original(self, x, y, yerr=yerr, **kwargs)
+
+    monkeypatch.setattr(plt.Axes, "errorbar", spy)
+    probes.plot_probe_layers(rows, tmp_path / "fig4.png", "demo")
+    assert len(drawn) == 2
+    for yerr in drawn:
+        assert np.allclose(yerr, [[0.05, 0.05], [0.08, 0.08]])
+    assert probes._error_bars(rows.drop(columns=["test_score_low", "test_score_high"])) is None

@@ -342,6 +342,36 @@ def test_tiny_config_end_to_end(tiny_run, tmp_path):
     assert len(top) > 0 and top["max_activation"].gt(0).all()
     for figure in ("fig4_probes_per_layer", "fig9_probe_coefficients"):
         assert (results / f"figures/{figure}.png").stat().st_size > 20_000
+    # Bootstrap intervals beside every probe metric and the family-specific counts (percentile
+    # intervals need not hold the point estimate, so only their order is checked).
+    assert (probes["test_score_low"] <= probes["test_score_high"]).all()
+    assert set(probes["bootstrap_unit"]) == {"cluster"} and (probes["bootstrap_n_resamples"] == 200).all()
+    assert (latent_summary["n_family_specific_low"] <= latent_summary["n_family_specific_high"]).all()
+    # Sparse probes: localisation on raw dimensions and SAE latents at k = 1, 2, 5; the families
+    # (tiny caches the evaluation set, so they get a raw baseline too) where any has 2 train members.
+    sparse = pd.read_csv(results / "sparse_probes/summary.tsv", sep="\t")
+    localization = sparse[sparse["task"] == "localization"]
+    assert len(localization) == 3 * (2 + 2) and set(localization["k"]) == {1, 2, 5}
+    assert set(localization["kind"]) == {"raw", "sae"} and localization["accuracy"].between(0, 1).all()
+    assert (localization["accuracy_low"] <= localization["accuracy_high"]).all()
+    assert (results / "sparse_probes/families/layer2/topk_k4_w64/result.json").exists()
+
+    # Concept coverage: the fixture's Swiss-Prot features on the evaluation set, DSSP runs on the
+    # structure task's chains, amino acids apart; every SAE and the raw dimensions of both layers.
+    concepts = pd.read_csv(results / "concepts/summary.tsv", sep="\t")
+    assert len(concepts) == 6 + 2 and set(concepts["features"]) == {"sae", "raw"}
+    assert (concepts["concepts_evaluated"] > 0).all() and concepts["coverage"].between(0, 1).all()
+    assert (concepts.loc[concepts["features"] == "raw", "n_units"] == 2 * 32).all()  # each sign of d_model
+    assert (concepts["concepts_evaluated"] == concepts["swissprot_evaluated"] + concepts["probe_secondary_structure_evaluated"]).all()
+    pairs = pd.read_csv(results / "concepts/sae/layer2/topk_k4_w64/best_pairs.tsv", sep="\t")
+    assert set(pairs["source"]) == {"Swiss-Prot", "DSSP", "AA"} and pairs["unit"].between(0, 63).all()
+    assert pairs["threshold"].isin([0, 0.15, 0.5, 0.6, 0.8]).all() and pairs["test_f1"].between(0, 1).all()
+    assert (pairs["covered"] == (pairs["max_test_f1"] > 0.5)).all()
+    concept_split = pd.read_csv(results / "concepts/datasets/swissprot/split.tsv", sep="\t")
+    assert set(concept_split["split"]) == {"reference", "valid", "test"}
+    reference = set(concept_split.loc[concept_split["split"] == "reference", "protein"])
+    assert reference == set(split.index[split["split"] == "train"])  # under max_reference: every train protein
+    assert (results / "figures/fig10_concept_coverage.png").stat().st_size > 20_000
 
     # The latent browser: an index of the 6 SAEs, each with its pages (tests/browser checks them).
     browser = results / "browser"

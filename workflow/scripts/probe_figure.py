@@ -21,9 +21,12 @@ def label(result):
 
 if snakemake.wildcards.figure == "fig4_probes_per_layer":
     rows = [{"task": result["task"], "layer": result["layer"], "kind": "raw" if result["features"] == "raw" else "sae",
-             "label": label(result), "metric": result["metric"], "test_score": result["test_score"]}
+             "label": label(result), "metric": result["metric"], "test_score": result["test_score"],
+             "test_score_low": result.get("test_score_low"), "test_score_high": result.get("test_score_high")}
             for result in results]
-    plot_probe_layers(pd.DataFrame(rows), snakemake.output[0], f"{model}: linear probes per layer, raw vs SAE")
+    confidence = {result["bootstrap"]["confidence"] for result in results if "bootstrap" in result}
+    bars = f"\n(bars: {100 * confidence.pop():g}% bootstrap intervals)" if len(confidence) == 1 else ""
+    plot_probe_layers(pd.DataFrame(rows), snakemake.output[0], f"{model}: linear probes per layer, raw vs SAE{bars}")
 else:
     coefs = {}
     for result, path in zip(results, snakemake.input.coefs):

@@ -1,5 +1,6 @@
-"""Snakemake script: one row per probe (task, layer, features) with its test metric and
-coefficient statistics."""
+"""Snakemake script: one row per probe (task, layer, features) with its test metric and its
+bootstrap interval, the numeric extras (regression: Pearson r, RMSE, each with its interval), how
+the intervals were drawn, and the coefficient statistics."""
 
 import json
 from pathlib import Path
@@ -14,7 +15,11 @@ rows = []
 for path in snakemake.input:
     result = json.loads(Path(path).read_text())
     stats = {f"coef_{key}": value for key, value in result.pop("coefficient_stats").items()}
-    rows.append({key: value for key, value in result.items() if not isinstance(value, (dict, list))} | stats)
+    extras = {key: value for key, value in result.pop("extras").items() if value is None or isinstance(value, (int, float))}
+    bootstrap = {f"bootstrap_{key}": value for key, value in result.pop("bootstrap").items()}
+    scalars = {key: value for key, value in result.items() if not isinstance(value, (dict, list))}
+    rows.append(scalars | extras | bootstrap | stats)
 table = pd.DataFrame(rows).sort_values(["task", "layer", "features"])
 write_tsv(table, snakemake.output[0])
-log.info("\n%s", table[["task", "layer", "features", "metric", "test_score"]].to_string(index=False))
+log.info("\n%s", table[["task", "layer", "features", "metric", "test_score", "test_score_low", "test_score_high",
+                        "bootstrap_unit"]].to_string(index=False))
