@@ -152,6 +152,34 @@ class Layout:
         return f"results/probes/{task}"
 
 
+PUBLISHED_SWEEP = "published"
+"""The pseudo-sweep of the published SAEs (``sae.published``): a name that ``probes.sweeps``,
+``probes.figure_sweep`` and ``latents.figures`` may use like a sweep's."""
+
+PUBLISHED_FILES = {
+    "interprot": (),
+    "sparsify": ("sae.safetensors", "cfg.json"),
+    "saelens": ("sae_weights.safetensors", "cfg.json"),
+    "dictionary_learning": ("ae.pt",),
+}
+"""The files of each published-SAE layout in the folder its ``path`` names (InterProt's
+``path`` is the checkpoint file itself). A dictionary_learning folder may also hold the
+training's ``config.json``, read for its checks when present."""
+
+
+def published_files(entry: Mapping) -> list[str]:
+    """The files a ``sae.published`` entry names (what its import job reads)."""
+    names = PUBLISHED_FILES[entry["layout"]]
+    return [f"{entry['path']}/{name}" for name in names] if names else [entry["path"]]
+
+
+def published_spec(entry: Mapping, dataset: str) -> SAESpec:
+    """The spec of a ``sae.published`` entry: its name is the variant, so its folders sit beside
+    the trained SAEs' under every stage without clashing with them; ``dataset`` is the training
+    dataset, whose held-out tokens and sequences evaluate it like a trained SAE."""
+    return SAESpec(variant=entry["name"], layer=entry["layer"], k=entry["k"], width=entry["width"], dataset=dataset)
+
+
 def task_data_paths(data: Mapping) -> list[str]:
     """The files a probe task's loader reads: every value under its ``data`` whose key ends in
     ``path`` (one file) or ``paths`` (a list, or a mapping of names to files)."""
@@ -166,7 +194,7 @@ def task_data_paths(data: Mapping) -> list[str]:
 
 def user_inputs(config: Mapping) -> list[str]:
     """The files a config names that no rule makes: the user's inputs (datasets' FASTAs, the
-    evaluation set and its label sources, the probe tasks' data)."""
+    evaluation set and its label sources, the probe tasks' data, the published SAEs' files)."""
     paths = [d["fasta"] for d in config["datasets"].values() if not d["fasta"].startswith("results/")]
     if "evalset" in config:
         families = config["families"]
@@ -178,5 +206,9 @@ def user_inputs(config: Mapping) -> list[str]:
     structures = (config.get("browser") or {}).get("structures")
     if structures:
         paths.append(structures["path"])
+    for dataset in (config.get("concepts") or {}).get("datasets", {}).values():
+        paths += [source["path"] for source in dataset.get("sources", [])]
+    for entry in (config.get("sae") or {}).get("published") or []:
+        paths += published_files(entry)
     return paths
 

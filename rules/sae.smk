@@ -37,6 +37,39 @@ rule train_sae:
         "../workflow/scripts/train_sae.py"
 
 
+# A published SAE (sae.published) is imported into the folder training would write; its name, the
+# variant wildcard, is no sweep variant's, and the import is preferred where both rules could run.
+ruleorder: import_sae > train_sae
+
+
+rule import_sae:
+    """Convert a published SAE into a protsae SAE, with the held-out metrics training writes."""
+    input:
+        unpack(published_inputs),
+    output:
+        weights=f"{SAE_DIR}/sae.safetensors",
+        config=f"{SAE_DIR}/config.json",
+        metrics=f"{SAE_DIR}/metrics.json",
+    wildcard_constraints:
+        variant=published_variants(),
+    params:
+        entry=lambda wc: canonical(published_entry(wc)[1]),
+        # The held-out split and token budget of the trained SAEs, so that the metrics compare.
+        holdout=canonical({k: config["sae"]["training"][k] for k in ("holdout_fraction", "holdout_seed", "eval_tokens")}),
+    log:
+        f"{SAE_LOG}.log",
+    benchmark:
+        f"{SAE_LOG}.benchmark.tsv"
+    threads: 1
+    resources:
+        mem_mb=memory(config["sae"]["training"]["mem_mb"]),
+        runtime=60,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../workflow/scripts/import_sae.py"
+
+
 rule sae_summary:
     input:
         metrics=[sae_file(spec, "metrics.json") for spec in sae_specs()],
