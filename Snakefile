@@ -43,6 +43,10 @@ if "evalset" in config:
 
         include: "rules/browser.smk"
 
+    if config["concepts"]["datasets"]:
+
+        include: "rules/concepts.smk"
+
 
 # Linear probes run when the config names probe tasks.
 if "probes" in config:

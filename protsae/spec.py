@@ -126,6 +126,18 @@ class Layout:
         """One probe fit: raw activations (``features="raw"``) or an SAE's latents (its name)."""
         return f"{self.results}/probes/{task}/layer{layer}/{features}"
 
+    def concept_dataset(self, dataset: str = "{dataset}") -> str:
+        """One dataset's concept table and concept split (reference/valid/test)."""
+        return f"{self.results}/concepts/datasets/{dataset}"
+
+    def concepts(self, spec: SAESpec | None = None) -> str:
+        """One SAE's concept coverage (best pairs, counts) over every concept dataset."""
+        return f"{self.results}/concepts/sae/{SAE_FOLDER if spec is None else spec.folder}"
+
+    def concepts_raw(self, layer: int | str = "{layer}") -> str:
+        """The raw residual dimensions' concept coverage at one layer (the baseline)."""
+        return f"{self.results}/concepts/raw/layer{layer}"
+
     def examples(self, dataset: str, spec: SAESpec | None = None) -> str:
         """One SAE's browser examples of one dataset (its proteins and their tracks, per latent)."""
         return f"{self.results}/browser_data/{dataset}/{SAE_FOLDER if spec is None else spec.folder}"

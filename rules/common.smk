@@ -1,11 +1,13 @@
 # Config look-ups and input functions shared by the stage rules. Nothing heavy is imported here
 # (no torch, pyarrow or transformers), so building the DAG of a paper-scale config takes seconds.
 import itertools
+import os
 import re
 import sys
 
 from protsae.activations.sizes import human_bytes, model_shape, projected_cache_bytes
-from protsae.spec import SAE_FOLDER, Layout, SAESpec, task_data_paths
+from protsae.spec import (PUBLISHED_SWEEP, SAE_FOLDER, Layout, SAESpec, published_files, published_spec,
+                          task_data_paths)
 
 MODEL = config["model"]["name"]
 # Width, depth and length limit of the model, from its config alone (no weights are loaded).
@@ -15,6 +17,8 @@ RESULTS = LAYOUT.results
 LOGS = LAYOUT.logs
 LAYERS = sorted(config["layers"])
 TRAIN_DATASET = config["sae"]["train_dataset"]
+# Published SAEs (sae.published): imported, not trained, into the folders a trained SAE would have.
+PUBLISHED = config["sae"]["published"]
 # The latent analyses (rules/latents.smk) run when the config names an evaluation set.
 EVALSET = config["evalset"]["dataset"] if "evalset" in config else None
 EVALSETS = LAYOUT.evalset(EVALSET)
@@ -150,7 +154,9 @@ def sweep_config(name):
 
 
 def sweep_specs(name):
-    """The SAEs of one config sweep (its layers x k x width grid)."""
+    """The SAEs of one config sweep (its layers x k x width grid), or the published SAEs."""
+    if name == PUBLISHED_SWEEP and PUBLISHED:
+        return [published_spec(entry, TRAIN_DATASET) for entry in PUBLISHED]
     sweep = sweep_config(name)
     return [
         SAESpec(variant=sweep["variant"], layer=layer, k=k, width=width, dataset=TRAIN_DATASET)
@@ -158,9 +164,15 @@ def sweep_specs(name):
     ]
 
 
+def sweep_names():
+    """The config's sweeps, and the published SAEs' pseudo-sweep when there are any."""
+    return [sweep["name"] for sweep in config["sae"]["sweeps"]] + ([PUBLISHED_SWEEP] if PUBLISHED else [])
+
+
 def sae_specs(names=None):
-    """Every SAE the sweeps ask for (those named, or all), once, in the order the sweeps list them."""
-    names = names if names is not None else [sweep["name"] for sweep in config["sae"]["sweeps"]]
+    """Every SAE the sweeps ask for (those named, or all, the published ones last), once, in the
+    order the sweeps list them."""
+    names = names if names is not None else sweep_names()
     return list(dict.fromkeys(spec for name in names for spec in sweep_specs(name)))
 
 
@@ -188,6 +200,7 @@ def all_targets():
     targets += steering_targets()
     targets += probe_targets()
     targets += browser_targets()
+    targets += concept_targets()
     return targets
 
 
@@ -227,6 +240,8 @@ def encoded_specs():
         needed[probe_dataset(task)] = list(dict.fromkeys(needed.get(probe_dataset(task), []) + probe_sae_specs()))
     if STRUCTURE_DATASET is not None:
         needed[STRUCTURE_DATASET] = sae_specs()
+    for dataset in CONCEPT_DATASETS:
+        needed[dataset] = sae_specs()
     return needed
 
 
@@ -429,6 +444,8 @@ def probe_targets():
     targets.append(f"{RESULTS}/probes/summary.tsv")
     if config["probes"]["figure_sweep"]:
         targets += [LAYOUT.figure(figure) for figure in PROBE_FIGURES]
+    # Sparse probing's targets (rules/probes.smk, included whenever PROBE_TASKS is not empty).
+    targets += sparse_probe_targets()
     return targets
 
 
@@ -485,10 +502,212 @@ def probe_figure_inputs(wc):
             "coefs": [probe_path(*fit, "coef.npy") for fit in fits]}
 
 
+# Concept coverage (rules/concepts.smk): every SAE and the raw dimensions of every layer, over the
+# datasets named under concepts.datasets (the evaluation set, probe tasks' datasets).
+CONCEPT_DATASETS = sorted(config["concepts"]["datasets"]) if EVALSET is not None else []
+CONCEPT_FIGURE = "fig10_concept_coverage"
+
+
+def concept_split_source(dataset):
+    """The file whose train/valid/test split a dataset's concept split follows."""
+    if dataset == EVALSET:
+        return f"{LATENTS}/split.tsv"
+    return f"{LAYOUT.probe_task(PROBE_DATASETS[dataset])}/labels.tsv"
+
+
+def concept_table_inputs(wc):
+    entry = config["concepts"]["datasets"][wc.dataset]
+    return {"sequences": f"{LAYOUT.sequences(wc.dataset)}/sample.fasta",
+            "split": concept_split_source(wc.dataset),
+            "sources": [source["path"] for source in entry["sources"]]}
+
+
+def concept_dataset_files(name):
+    return [f"{LAYOUT.concept_dataset(dataset)}/{name}" for dataset in CONCEPT_DATASETS]
+
+
+def concept_coverage_inputs(wc):
+    spec = wildcard_spec(wc)
+    return {"concepts": concept_dataset_files("concepts.tsv.gz"), "splits": concept_dataset_files("split.tsv"),
+            "codes": [LAYOUT.codes(dataset, spec) for dataset in CONCEPT_DATASETS],
+            "config": sae_file(spec, "config.json")}
+
+
+def concept_outputs(spec_or_layer, name):
+    folder = LAYOUT.concepts_raw(spec_or_layer) if isinstance(spec_or_layer, int) else LAYOUT.concepts(spec_or_layer)
+    return f"{folder}/{name}"
+
+
+def concept_figure_sweeps():
+    """The figure's panels: (swept quantity, sweep name), those the config leaves in, in a fixed
+    order (not the config's key order, which a rewritten config file may change)."""
+    figure = config["concepts"]["figure"]
+    return [(key, figure[key]) for key in ("per_layer", "k", "width") if figure.get(key) is not None]
+
+
+def concept_figure_inputs(wc):
+    inputs = {f"sae_{key}": [concept_outputs(spec, "coverage.json") for spec in sweep_specs(sweep)]
+              for key, sweep in concept_figure_sweeps()}
+    if config["concepts"]["raw"]:
+        inputs["raw"] = [concept_outputs(layer, "coverage.json") for layer in LAYERS]
+    return inputs
+
+
+def concept_targets():
+    if not CONCEPT_DATASETS:
+        return []
+    targets = [concept_outputs(spec, "best_pairs.tsv") for spec in sae_specs()]
+    targets += [concept_outputs(layer, "best_pairs.tsv") for layer in LAYERS] if config["concepts"]["raw"] else []
+    targets.append(f"{RESULTS}/concepts/summary.tsv")
+    if concept_figure_sweeps():
+        targets.append(LAYOUT.figure(CONCEPT_FIGURE))
+    return targets
+
+
+def published_entry(wc):
+    """The sae.published entry of an import job (its place in the config, the entry)."""
+    for index, entry in enumerate(PUBLISHED):
+        if entry["name"] == wc.variant:
+            spec = published_spec(entry, TRAIN_DATASET)
+            if SAESpec.from_wildcards(wc) != spec:
+                raise ValueError(f"sae.published[{index}] ({entry['name']!r}) is {spec.folder} of {spec.dataset}, "
+                                 f"not layer{wc.layer}/{wc.variant}_k{wc.k}_w{wc.width} of {wc.dataset}")
+            return f"sae.published[{index}]", entry
+    raise ValueError(f"{wc.variant!r} is not the name of an entry of sae.published")
+
+
+def published_inputs(wc):
+    """An import job's inputs: the checkpoint's files and the training cache at its layer."""
+    _, entry = published_entry(wc)
+    return {"checkpoint": published_files(entry), "manifest": f"{LAYOUT.activations(wc.dataset, wc.layer)}/manifest.json"}
+
+
+def published_variants():
+    """A ``variant`` wildcard pattern matching the published SAEs' names (or nothing)."""
+    return "|".join(re.escape(entry["name"]) for entry in PUBLISHED) or "(?!)"
+
+
+# Sparse probing (rules/probes.smk): per (task, layer, features) like the probes, over the
+# protein-classifier probe tasks and the evaluation set's largest families ("families").
+SPARSE = config["probes"]["sparse"] if "probes" in config else None
+SPARSE_FAMILIES = "families"
+
+
+
+
+def sparse_tasks():
+    """The tasks sparse probing covers: the probe tasks it names (all protein classifiers when
+    probes.sparse.tasks is null), and the evaluation set's families when n_families > 0."""
+    if not PROBE_TASKS or not SPARSE["enabled"]:
+        return []
+    classifiers = [task for task in PROBE_TASKS if probe_task_config(task)["probe"] == "protein_classifier"]
+    named = SPARSE["tasks"]
+    if named is not None:
+        wrong = sorted(set(named) - set(classifiers))
+        if wrong:
+            raise ValueError(f"probes.sparse.tasks: {wrong} are not protein_classifier tasks under probes.tasks "
+                             f"(have: {classifiers})")
+    tasks = [task for task in classifiers if named is None or task in named]
+    if SPARSE_FAMILIES in PROBE_TASKS:
+        raise ValueError(f"probes.tasks: the name {SPARSE_FAMILIES!r} is taken by sparse probing's family task")
+    if EVALSET is not None and SPARSE["n_families"] > 0:
+        tasks.append(SPARSE_FAMILIES)
+    return tasks
+
+
+def sparse_raw(task):
+    """Whether a sparse task is also probed on raw dimensions: always for probe tasks (cached
+    anyway); for the families, as probes.sparse.families_raw says (auto: when the evaluation set's
+    activations are cached anyway, i.e. encode.source is cache)."""
+    if task != SPARSE_FAMILIES:
+        return True
+    return SPARSE["families_raw"] == "always" or (SPARSE["families_raw"] == "auto" and encode_source(EVALSET) == "cache")
+
+
+def sparse_fits():
+    """(task, layer, features) of every sparse probe: raw dimensions per layer, every probed SAE."""
+    fits = []
+    for task in sparse_tasks():
+        if sparse_raw(task):
+            fits += [(task, layer, "raw") for layer in LAYERS]
+        fits += [(task, spec.layer, spec.name) for spec in probe_sae_specs()]
+    return fits
+
+
+def sparse_path(task, layer, features, name):
+    return f"{RESULTS}/sparse_probes/{task}/layer{layer}/{features}/{name}"
+
+
+def sparse_probe_targets():
+    fits = sparse_fits()
+    if not fits:
+        return []
+    return [sparse_path(*fit, "result.json") for fit in fits] + [f"{RESULTS}/sparse_probes/summary.tsv"]
+
+
+def sparse_dataset(wc):
+    return EVALSET if wc.task == SPARSE_FAMILIES else probe_dataset(wc.task)
+
+
+def sparse_probe_inputs(wc):
+    dataset = sparse_dataset(wc)
+    if wc.task == SPARSE_FAMILIES:
+        inputs = {"labels": f"{EVALSETS}/families.tsv", "split": f"{LATENTS}/split.tsv"}
+    else:
+        inputs = {"labels": f"{LAYOUT.probe_task(wc.task)}/labels.tsv",
+                  "lengths": f"{LAYOUT.sequences(dataset)}/lengths.tsv"}
+    spec = probe_fit_spec(wc)
+    if spec is None:
+        inputs["activations"] = activation_shards(dataset)
+        inputs["manifest"] = f"{LAYOUT.activations(dataset, wc.layer)}/manifest.json"
+    else:
+        inputs["codes"] = LAYOUT.codes(dataset, spec)
+    return inputs
+
+
+def sparse_params(wc):
+    """What a sparse probe computes from: k and C, and for the families how they are chosen."""
+    keys = ("k", "C") + (("n_families", "min_positives") if wc.task == SPARSE_FAMILIES else ())
+    return canonical({key: SPARSE[key] for key in keys})
+
+
+def sparse_probe_shards(wc):
+    """The files a sparse probe reads: its layer's file of every cached shard, or its SAE's code shards."""
+    spec = probe_fit_spec(wc)
+    dataset = sparse_dataset(wc)
+    return activation_files(dataset, wc.layer) if spec is None else code_shards(dataset, spec)
+
+
 def _check_sweep_name(key, name):
-    names = [sweep["name"] for sweep in config["sae"]["sweeps"]]
+    names = sweep_names()
     if name not in names:
         raise ValueError(f"{key} is {name!r}, not a sweep name under sae.sweeps {sorted(names)}")
+
+
+def _check_published():
+    """Some SAE to characterise, and in sae.published: unique names unlike the sweeps' variants and
+    sweep names, cached layers, k within the width, and the checkpoint files present (their
+    shapes are checked on import)."""
+    if not PUBLISHED and not config["sae"]["sweeps"]:
+        raise ValueError("sae.sweeps is empty and sae.published names no SAE: there is no SAE to characterise")
+    if PUBLISHED and PUBLISHED_SWEEP in [sweep["name"] for sweep in config["sae"]["sweeps"]]:
+        raise ValueError(f"sae.sweeps: the name {PUBLISHED_SWEEP!r} is that of the SAEs of sae.published; rename the sweep")
+    variants = {sweep["variant"] for sweep in config["sae"]["sweeps"]} | {"topk", "batchtopk", "matryoshka", "relu_l1"}
+    seen = set()
+    for index, entry in enumerate(PUBLISHED):
+        key = f"sae.published[{index}]"
+        if entry["name"] in seen:
+            raise ValueError(f"{key}.name: {entry['name']!r} names two entries of sae.published")
+        if entry["name"] in variants:
+            raise ValueError(f"{key}.name: {entry['name']!r} is an SAE variant's name; choose another")
+        seen.add(entry["name"])
+        if entry["layer"] not in LAYERS:
+            raise ValueError(f"{key}.layer is {entry['layer']}, which 'layers' does not cache ({LAYERS})")
+        if entry["k"] > entry["width"]:
+            raise ValueError(f"{key}: k={entry['k']} exceeds width={entry['width']}")
+        missing = [path for path in published_files(entry) if not os.path.isfile(path)]
+        if missing:
+            raise ValueError(f"{key}.path: the {entry['layout']} SAE {entry['name']!r} has no file {', '.join(missing)}")
 
 
 def _check_config():
@@ -500,6 +719,7 @@ def _check_config():
     names = [sweep["name"] for sweep in config["sae"]["sweeps"]]
     if len(set(names)) != len(names):
         raise ValueError(f"sae.sweeps: sweep names must be unique, got {names}")
+    _check_published()
     for dataset in config["encode"]["datasets"]:
         dataset_config(dataset)
     if TRAIN_DATASET not in config["datasets"]:
@@ -527,6 +747,14 @@ def _check_config():
     if STRUCTURE_DATASET is not None and STRUCTURE_DATASET not in (EVALSET, *PROBE_DATASETS):
         raise ValueError(f"browser.structures.dataset is {STRUCTURE_DATASET!r}: it must be the evaluation set "
                          f"({EVALSET!r}) or a probe task's dataset ({sorted(PROBE_DATASETS)})")
+    for name in CONCEPT_DATASETS:
+        if name not in (EVALSET, *PROBE_DATASETS):
+            raise ValueError(f"concepts.datasets.{name}: concept coverage runs on the evaluation set ({EVALSET!r}) "
+                             f"or a probe task's dataset ({sorted(PROBE_DATASETS)}), whose splits it follows")
+    if CONCEPT_DATASETS:
+        for key, sweep in config["concepts"]["figure"].items():
+            if sweep is not None:
+                _check_sweep_name(f"concepts.figure.{key}", sweep)
     if PROBE_TASKS:
         if config["probes"]["figure_sweep"] is not None:
             _check_sweep_name("probes.figure_sweep", config["probes"]["figure_sweep"])

@@ -12,7 +12,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import REPO, SNAKEMAKE, TINY, flip_byte, result_tables, slurm_is_up, snakemake, workdir_copy
+from conftest import (
+    REPO,
+    SNAKEMAKE,
+    TINY,
+    flip_byte,
+    result_tables,
+    slurm_is_up,
+    snakemake,
+    workdir_copy,
+)
 
 from protsae.activations.manifest import file_sha256
 from protsae.activations.storage import list_type, read_acts
@@ -430,6 +439,9 @@ def test_tiny_config_end_to_end(tiny_run, tmp_path):
         # evaluation set, its pages, the structure files the SAEs show, and the index.
         "encode_codes_probe_secondary_structure_layer2_topk_k8_w64": 1, "browser_examples": 2, "browser_sae": 1,
         "browser_structures": 1, "browser_index": 1,
+        # Its concept coverage (from those same codes), the coverage table and figure; not the raw
+        # baseline, which no SAE changes.
+        "concept_coverage": 1, "concept_summary": 1, "concept_figure": 1,
     }
 
     # One figure rebuilds only itself when asked for by name.

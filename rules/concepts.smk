@@ -1,0 +1,129 @@
+# Concept coverage (METHODS.md section 10): per-residue concepts of each dataset named under
+# concepts.datasets (Swiss-Prot features, Pfam envelopes, DSSP states, amino acids), swept against
+# every SAE's latents from its code shards and against the raw residual dimensions of every layer
+# (each sign a unit; one forward pass over the concept proteins), thresholds chosen on valid and
+# scored on test; the summary table and the coverage figure.
+
+
+rule concept_table:
+    """One dataset's concept table and its concept split (reference / valid / test)."""
+    input:
+        unpack(concept_table_inputs),
+    output:
+        concepts=f"{LAYOUT.concept_dataset()}/concepts.tsv.gz",
+        split=f"{LAYOUT.concept_dataset()}/split.tsv",
+        stats=f"{LAYOUT.concept_dataset()}/stats.json",
+    params:
+        dataset=lambda wc: canonical(config["concepts"]["datasets"][wc.dataset]),
+        split=canonical({k: config["concepts"][k] for k in ("max_reference", "max_proteins", "valid_fraction", "seed")}),
+    log:
+        f"{LOGS}/concepts/datasets/{{dataset}}.log",
+    benchmark:
+        f"{LOGS}/concepts/datasets/{{dataset}}.benchmark.tsv"
+    threads: 1
+    resources:
+        mem_mb=memory(4000),
+        runtime=30,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../workflow/scripts/concept_table.py"
+
+
+rule concept_coverage:
+    """One SAE's latents against every concept dataset, from its code shards."""
+    input:
+        unpack(concept_coverage_inputs),
+    output:
+        pairs=f"{LAYOUT.concepts()}/best_pairs.tsv",
+        coverage=f"{LAYOUT.concepts()}/coverage.json",
+    params:
+        datasets=CONCEPT_DATASETS,
+        codes=lambda wc: {dataset: code_shards(dataset, wildcard_spec(wc)) for dataset in CONCEPT_DATASETS},
+        sweep=canonical({k: config["concepts"][k] for k in ("thresholds", "f1_cutoff", "min_residues", "min_instances")}),
+    log:
+        f"{LOGS}/concepts/sae/{SAE_FOLDER}.log",
+    benchmark:
+        f"{LOGS}/concepts/sae/{SAE_FOLDER}.benchmark.tsv"
+    threads: config["concepts"]["threads"]
+    resources:
+        mem_mb=memory(config["concepts"]["mem_mb"]),
+        runtime=config["concepts"]["runtime"],
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../workflow/scripts/concept_coverage.py"
+
+
+rule concept_coverage_raw:
+    """The raw residual dimensions of every layer against every concept dataset: the model runs
+    once over each dataset's concept proteins."""
+    input:
+        concepts=concept_dataset_files("concepts.tsv.gz"),
+        splits=concept_dataset_files("split.tsv"),
+        sequences=[f"{LAYOUT.sequences(dataset)}/sample.fasta" for dataset in CONCEPT_DATASETS],
+    output:
+        pairs=[concept_outputs(layer, "best_pairs.tsv") for layer in LAYERS],
+        coverage=[concept_outputs(layer, "coverage.json") for layer in LAYERS],
+    params:
+        datasets=CONCEPT_DATASETS,
+        layers=LAYERS,
+        model=model_settings(),
+        storage_dtype=config["activations"]["storage_dtype"],
+        sweep=canonical({k: config["concepts"][k] for k in ("thresholds", "f1_cutoff", "min_residues", "min_instances")}),
+    log:
+        f"{LOGS}/concepts/raw.log",
+    benchmark:
+        f"{LOGS}/concepts/raw.benchmark.tsv"
+    threads: config["concepts"]["threads"]
+    resources:
+        mem_mb=memory(config["concepts"]["mem_mb"]),
+        runtime=config["concepts"]["runtime"],
+        gpu=config["concepts"]["gpus"],
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../workflow/scripts/concept_coverage_raw.py"
+
+
+rule concept_summary:
+    input:
+        sae=[concept_outputs(spec, "coverage.json") for spec in sae_specs()],
+        raw=[concept_outputs(layer, "coverage.json") for layer in LAYERS] if config["concepts"]["raw"] else [],
+    output:
+        f"{RESULTS}/concepts/summary.tsv",
+    log:
+        f"{LOGS}/concepts/summary.log",
+    benchmark:
+        f"{LOGS}/concepts/summary.benchmark.tsv"
+    threads: 1
+    resources:
+        mem_mb=memory(1000),
+        runtime=10,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../workflow/scripts/concept_summary.py"
+
+
+rule concept_figure:
+    """Concepts covered per layer (SAE latents vs raw dimensions) and across k and width."""
+    input:
+        unpack(concept_figure_inputs),
+    output:
+        LAYOUT.figure(CONCEPT_FIGURE),
+    params:
+        panels=concept_figure_sweeps(),
+        title=f"{MODEL}: concept coverage",
+    log:
+        f"{LOGS}/figures/{CONCEPT_FIGURE}.log",
+    benchmark:
+        f"{LOGS}/figures/{CONCEPT_FIGURE}.benchmark.tsv"
+    threads: 1
+    resources:
+        mem_mb=memory(1000),
+        runtime=10,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../workflow/scripts/concept_figure.py"
