@@ -70,6 +70,8 @@ rule concept_coverage_raw:
         layers=LAYERS,
         model=model_settings(),
         storage_dtype=config["activations"]["storage_dtype"],
+        # The batches' token budget: padding can move the last bits of an activation.
+        max_tokens=config["concepts"]["max_tokens"],
         sweep=canonical({k: config["concepts"][k] for k in ("thresholds", "f1_cutoff", "min_residues", "min_instances")}),
     log:
         f"{LOGS}/concepts/raw.log",

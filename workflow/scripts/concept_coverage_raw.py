@@ -26,13 +26,13 @@ for name, concepts, split, fasta in zip(snakemake.params.datasets, snakemake.inp
                                         snakemake.input.sequences):
     dataset = ConceptDataset(name, read_concepts(concepts), read_concept_split(split))
     sweeps = sweep_model(dataset, model, dict(read_sequences(fasta)), layers,
-                         max_tokens=snakemake.config["concepts"]["max_tokens"],
+                         max_tokens=snakemake.params.max_tokens,
                          min_residues=settings["min_residues"], min_instances=settings["min_instances"],
                          thresholds=settings["thresholds"], storage_dtype=snakemake.params.storage_dtype, progress=True)
     for layer, sweep in sweeps.items():
         scores[layer][name] = sweep.scores()
     log.info("%s: %d concepts evaluated on %d proteins", name, len(next(iter(sweeps.values())).index.concepts),
-             len(dataset.split) )
+             len(dataset.split))
 names = raw_unit_names(model.d_model)
 for layer, pairs_path, coverage_path in zip(layers, snakemake.output.pairs, snakemake.output.coverage):
     pairs, summary = coverage_tables(scores[layer], names, f1_cutoff=settings["f1_cutoff"])
