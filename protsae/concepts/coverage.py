@@ -128,9 +128,21 @@ def code_batches(paths: Sequence[str | os.PathLike], proteins: Mapping[str, int]
 def code_unit_max(paths, proteins: Sequence[str], n_latents: int) -> np.ndarray:
     """(n_latents,) each latent's largest activation over ``proteins`` (0 if it never fires)."""
     top = np.zeros(n_latents, dtype=np.float32)
-    for _, _, idx, val in code_batches(paths, {p: i for i, p in enumerate(proteins)}):
+    seen = np.zeros(len(proteins), dtype=bool)
+    for protein, _, idx, val in code_batches(paths, {p: i for i, p in enumerate(proteins)}):
+        seen[protein] = True
         np.maximum.at(top, idx.reshape(-1), val.reshape(-1))
+    _require_all(proteins, seen, paths, "reference")
     return top
+
+
+def _require_all(proteins: Sequence[str], seen: np.ndarray, paths, what: str) -> None:
+    """A protein of the concept split with no code rows would count as never predicted."""
+    if not seen.all():
+        missing = [proteins[i] for i in np.flatnonzero(~seen)]
+        raise ValueError(f"{len(missing)} {what} protein(s) of the concept split have no rows in the code shards "
+                         f"{', '.join(map(str, paths))}, e.g. {missing[0]}: the split and the codes are of "
+                         "different samples; rerun the concept_table job")
 
 
 def sweep_codes(dataset: ConceptDataset, paths, n_latents: int, *, min_residues: int, min_instances: int,
@@ -141,10 +153,17 @@ def sweep_codes(dataset: ConceptDataset, paths, n_latents: int, *, min_residues:
     position = {p: i for i, p in enumerate(index.proteins)}
     bar = tqdm(total=index.n_residues, unit="res", unit_scale=True, desc=f"concepts {dataset.name}",
                disable=not progress, mininterval=2.0)
+    lengths = np.diff(index.offsets)
     for protein, pos, idx, val in code_batches(paths, position):
+        beyond = pos >= lengths[protein]
+        if beyond.any():
+            first = int(np.flatnonzero(beyond)[0])
+            raise ValueError(f"{', '.join(map(str, paths))}: protein {index.proteins[protein[first]]} has a code row at "
+                             f"position {pos[first]}, beyond its {lengths[protein[first]]} residues in the concept split")
         sweep.add(index.offsets[protein] + pos, idx, val)
         bar.update(len(pos))
     bar.close()
+    _require_all(index.proteins, sweep.seen, paths, "valid or test")
     return sweep
 
 

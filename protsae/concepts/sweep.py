@@ -56,7 +56,7 @@ def _add_sparse(dense: np.ndarray, product) -> None:
     matrices holds each entry once (scipy's csr_matmat), so no duplicates are summed."""
     rows = np.repeat(np.arange(len(product.indptr) - 1, dtype=np.int64), np.diff(product.indptr))
     width = product.shape[1] if product.format == "csr" else product.shape[0]
-    dense[rows * width + product.indices] += product.data
+    dense[rows * width + product.indices] += product.data.astype(dense.dtype, copy=False)
 
 
 @dataclass
@@ -203,10 +203,11 @@ class ConceptSweep:
         self._interval_pos = np.full(n_concepts, -1, dtype=np.int64)
         self._interval_pos[self._interval_ids] = np.arange(len(self._interval_ids))
         self.predicted = np.zeros(self.n_units * 2 * n_levels, dtype=np.int64)
-        self.hits = np.zeros(n_concepts * self.n_units * 2 * n_levels, dtype=np.int64)
+        # int32: counts of residues and instances (a concept of 2**31 residues is beyond any run).
+        self.hits = np.zeros(n_concepts * self.n_units * 2 * n_levels, dtype=np.int32)
         # found is laid out (interval concept, split, unit, level): row concept * 2 + split of the
         # product of _instance_rows (that row's instances) with each batch's highest levels.
-        self.found = np.zeros(len(self._interval_ids) * 2 * self.n_units * n_levels, dtype=np.int64)
+        self.found = np.zeros(len(self._interval_ids) * 2 * self.n_units * n_levels, dtype=np.int32)
         n_instances = len(index.instance_concept)
         self._instance_rows = csr_array(
             (np.ones(n_instances, np.int64),
@@ -269,6 +270,11 @@ class ConceptSweep:
         highest = csr_array((np.ones(len(top), np.int64), sums.indices * n_levels + top, sums.indptr),
                             shape=(sums.shape[1], self.n_units * n_levels))
         _add_sparse(self.found, self._instance_rows @ highest)
+
+    @property
+    def seen(self) -> np.ndarray:
+        """(n_proteins,) bool: which proteins of the index have been added."""
+        return self._seen
 
     def counts(self) -> dict[str, np.ndarray]:
         """Cumulative counts per threshold (index j: activation above thresholds[j]):

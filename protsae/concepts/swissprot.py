@@ -23,6 +23,7 @@ import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Mapping
 
 import pandas as pd
 
@@ -156,16 +157,31 @@ def _parse_ft(line: str, features: list[Feature], state: dict) -> None:
         feature.description.append(text)
 
 
+def _same_sequence(entry: str, dataset: str) -> bool:
+    """Equal, where the dataset may have mapped non-standard letters (U, O, B, Z, J) to X."""
+    if len(entry) != len(dataset):
+        return False
+    return all(a == b or b == "X" for a, b in zip(entry, dataset))
+
+
 def parse_swissprot_features(path: str | os.PathLike, proteins=None) -> tuple[pd.DataFrame, dict]:
     """Concept table (`protsae.concepts.table`) of a Swiss-Prot flat file (plain or gzip), keyed by
-    each entry's primary accession; only ``proteins`` when given. Also counts: entries read,
+    each entry's primary accession; only ``proteins`` when given (ids, or id -> sequence: then an
+    entry whose SQ sequence is not the dataset's, an isoform or another release, is dropped and
+    counted, since its positions would land on other residues). Also counts: entries read,
     features kept, and those dropped for an unknown position or a position past the sequence."""
     wanted = set(proteins) if proteins is not None else None
+    sequences = proteins if isinstance(proteins, Mapping) else None
     rows, counts = [], Counter()
     accession, length, features, state = None, None, [], {"open": None}
+    residues: list[str] = []
+    in_sequence = False
 
     def finish():
         if accession is None or (wanted is not None and accession not in wanted):
+            return
+        if sequences is not None and not _same_sequence("".join(residues), sequences[accession]):
+            counts["dropped_entry_sequence_differs"] += 1
             return
         counts["entries"] += 1
         for feature in features:
@@ -191,13 +207,18 @@ def parse_swissprot_features(path: str | os.PathLike, proteins=None) -> tuple[pd
             tag = line[:2]
             if tag == "ID":
                 accession, length, features, state = None, None, [], {"open": None}
+                residues, in_sequence = [], False
                 match = re.search(r"(\d+)\s+AA\.", line)
                 length = int(match.group(1)) if match else None
             elif tag == "AC" and accession is None:
                 accession = line[5:].split(";")[0].strip()
             elif tag == "FT":
                 _parse_ft(line, features, state)
+            elif tag == "SQ":
+                in_sequence = True
             elif tag == "//":
                 finish()
-                accession = None
+                accession, in_sequence = None, False
+            elif in_sequence:
+                residues.append("".join(line.split()))
     return concept_frame(rows), dict(counts)

@@ -37,7 +37,10 @@ def resampling_units(labels: pd.DataFrame) -> tuple[np.ndarray, str]:
     ids = labels["id"].astype(str).to_numpy()
     if "cluster" not in labels.columns:
         return ids, "protein"
-    cluster = labels["cluster"].astype(str).to_numpy()
+    # A row without a cluster is its own unit, not one "nan" cluster with every other such row.
+    raw = labels["cluster"]
+    missing = raw.isna().to_numpy() | (raw.astype(str).str.strip().to_numpy() == "")
+    cluster = np.where(missing, "no cluster: " + labels["id"].astype(str).to_numpy(), raw.astype(str).to_numpy())
     is_test = labels["split"].astype(str).to_numpy() == "test"
     if np.intersect1d(cluster[is_test], cluster[~is_test]).size:
         return ids, "protein"

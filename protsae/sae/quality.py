@@ -4,14 +4,16 @@ as pure functions on tensors and two entry points that take any SAE.
 Reconstruction, on tokens ``x`` ``(n, d_model)`` with reconstruction ``x_hat = decode(encode(x))``
 (what downstream stages and the splice evaluation see), each a mean over tokens like SAEBench's:
 
-    explained_variance = mean_t [1 - ||x_t - x_hat_t||^2 / ||x_t - mean(x)||^2]
+    explained_variance        = 1 - sum_t ||x_t - x_hat_t||^2 / sum_t ||x_t - mean(x)||^2  (1 - FVU)
+    explained_variance_legacy = mean_t [1 - ||x_t - x_hat_t||^2 / ||x_t - mean(x)||^2]
     cosine             = mean_t cos(x_t, x_hat_t)
     l2_ratio           = mean_t ||x_hat_t|| / ||x_t||
     relative_reconstruction_bias = E_t ||x_hat_t||^2 / E_t <x_t, x_hat_t>
 
-The explained variance is SAEBench's per-token one, not 1 - FVU (FVU pools the squared errors
-of all tokens before dividing); ``mean(x)`` is the mean of all tokens evaluated, where SAEBench
-takes each batch's mean (the same up to sampling noise for batches of thousands). The relative
+SAELens and SAEBench report both explained variances under these names: the pooled one, which
+is 1 - FVU, and the per-token "legacy" one, which tokens near the mean can drag far below it;
+``mean(x)`` is the mean of all tokens evaluated, where they take each batch's mean (the same up to
+sampling noise for batches of thousands). The relative
 reconstruction bias (Rajamanoharan et al. 2024, eq. 10) is the gamma minimising
 ``E ||x_hat / gamma - x||^2``: 1 for an unbiased SAE, below 1 for one that shrinks its output
 (``x_hat = 0.5 x`` gives 0.5), over 1 for one that inflates it; it pools all tokens, where
@@ -53,7 +55,7 @@ DUPLICATE_COSINE = 0.9
 """Decoder cosine to another latent above which a latent counts as a duplicate."""
 
 RECONSTRUCTION_METRICS = (
-    "explained_variance", "cosine", "l2_ratio", "relative_reconstruction_bias", "alive_share",
+    "explained_variance", "explained_variance_legacy", "cosine", "l2_ratio", "relative_reconstruction_bias", "alive_share",
     *(f"firing_above_{name}_share" for name in DENSE_FREQUENCIES), "density_histogram",
 )
 """The keys of `reconstruction_metrics` beyond FVU, L0 and the token count (which the trainer's
@@ -187,7 +189,8 @@ class ReconstructionSums:
         if n == 0:
             raise ValueError("no tokens were added")
         return {
-            "explained_variance": self.explained_variance / n,
+            "explained_variance": 1 - self.residual_sq / self.total_sq,
+            "explained_variance_legacy": self.explained_variance / n,
             "cosine": self.cosine / n,
             "l2_ratio": self.l2_ratio / n,
             "relative_reconstruction_bias": self.output_norm_sq / self.input_output_dot,

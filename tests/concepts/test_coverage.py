@@ -113,3 +113,16 @@ def test_coverage_counts_keep_amino_acids_apart():
                                       "covered_by_valid_choice": 0}
     assert summary["by_source"]["Pfam"]["covered"] == 1
     assert pairs.set_index("concept").loc["Pfam:PF1 x", "test_f1"] == pytest.approx(1.0)
+
+
+def test_a_split_protein_missing_from_the_codes_is_an_error(tmp_path):
+    rng = np.random.default_rng(2)
+    path = tmp_path / "codes.parquet"
+    write_codes(path, [("A", 4), ("B", 4), ("C", 4)], 2, 6, rng)
+    table = concept_frame([(p, "c", 0, 2, "interval") for p in "ABCD"])
+    split = pd.DataFrame({"protein": list("ABCD"), "split": ["reference", "valid", "test", "test"], "length": 4})
+    with pytest.raises(ValueError, match=r"1 valid or test protein\(s\) of the concept split have no rows .* e.g. D"):
+        sweep_codes(ConceptDataset("d", table, split), [path], 6, min_residues=1, min_instances=1)
+    longer = split.assign(length=[4, 3, 4, 4]).iloc[:3]
+    with pytest.raises(ValueError, match="protein B has a code row at position 3, beyond its 3 residues"):
+        sweep_codes(ConceptDataset("d", table, longer), [path], 6, min_residues=1, min_instances=1)

@@ -104,6 +104,16 @@ def test_only_the_named_proteins(modern):
     assert table.empty and counts == {}
 
 
+def test_an_entry_of_another_sequence_is_dropped(modern):
+    sequence = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVK"
+    table, counts = parse_swissprot_features(modern, proteins={"Q00001": sequence})
+    assert len(table) > 0 and counts["entries"] == 1
+    table, counts = parse_swissprot_features(modern, proteins={"Q00001": "X" + sequence[1:]})
+    assert len(table) > 0  # a residue the dataset mapped to X still matches
+    table, counts = parse_swissprot_features(modern, proteins={"Q00001": sequence[:-1] + "A"})
+    assert table.empty and counts == {"dropped_entry_sequence_differs": 1}
+
+
 def test_pfam_envelopes_are_intervals(tmp_path):
     path = tmp_path / "hits.tsv"
     pd.DataFrame({"accession": ["A", "A", "B"], "pfam_acc": ["PF00005", "PF00009", "PF00005"],

@@ -174,3 +174,10 @@ def test_discrete_interval_ends_are_resampled_counts():
     low, high = percentile_interval(counts, 0.95, discrete=True)
     assert low in counts and high in counts and low <= np.quantile(counts, 0.025) and high >= np.quantile(counts, 0.975)
     assert np.isnan(percentile_interval(np.full(10, np.nan))).all()
+
+
+def test_rows_without_a_cluster_are_units_of_their_own():
+    labels = pd.DataFrame({"id": list("abcd"), "split": ["train", "test", "test", "test"],
+                           "cluster": ["a", None, "", "d"]})
+    units, unit = resampling_units(labels)
+    assert unit == "cluster" and len(set(units[1:3])) == 2 and units[3] == "d"

@@ -78,7 +78,7 @@ def test_a_scaled_reconstruction_has_that_l2_ratio_and_bias(scale):
     assert torch.allclose(token_cosine(x, x_hat), torch.ones(50, dtype=torch.float64))
 
 
-def test_explained_variance_is_per_token_not_one_minus_fvu():
+def test_legacy_explained_variance_is_per_token_not_one_minus_fvu():
     # Tokens 4, 0, -1 (mean 1, squared distances 9, 1, 4); only the middle one is reconstructed
     # wrongly (as 1, squared error 1): per-token scores 1, 0, 1, so 2/3; 1 - FVU would be 13/14.
     x = torch.tensor([[4.0, 0.0], [0.0, 0.0], [-1.0, 0.0]])
@@ -188,8 +188,9 @@ def test_reconstruction_metrics_of_a_shrinking_sae():
     assert result["relative_reconstruction_bias"] == pytest.approx(0.5)
     assert result["cosine"] == pytest.approx(1.0)
     expected = token_explained_variance(x, 0.5 * x, x.mean(0)).mean()
-    assert result["explained_variance"] == pytest.approx(float(expected))
-    assert result["explained_variance"] < 1 - 1e-3
+    assert result["explained_variance_legacy"] == pytest.approx(float(expected))
+    assert result["explained_variance_legacy"] < 1 - 1e-3
+    assert result["explained_variance"] == pytest.approx(1 - result["fvu"])
 
 
 def test_reconstruction_metrics_take_a_stand_in_without_parameters():
