@@ -77,6 +77,7 @@ def test_published_saes_alone_need_no_sweep(tmp_path):
     def published_only(config):
         config["sae"]["sweeps"] = []
         config["latents"]["figures"] = {"per_layer": PUBLISHED_SWEEP, "k": None, "width": None}
+        config["concepts"]["figure"] = {"per_layer": PUBLISHED_SWEEP, "k": None, "width": None}
         config["probes"].update(sweeps=None, figure_sweep=PUBLISHED_SWEEP)
 
     config, proc = published_dry_run(tmp_path, published_only)
@@ -84,7 +85,7 @@ def test_published_saes_alone_need_no_sweep(tmp_path):
     n_published = len(config["sae"]["published"])
     assert "train_sae" not in jobs and "sae_sweep_figure" not in jobs
     assert jobs["import_sae"] == jobs["evaluate_sae"] == jobs["family_specificity"] == n_published
-    assert jobs["latent_figure"] == 2 and jobs["probe_figure"] == 2
+    assert jobs["latent_figure"] == 2 and jobs["probe_figure"] == 2 and jobs["concept_figure"] == 1
     assert jobs["probe_fit"] == len(config["probes"]["tasks"]) * (len(config["layers"]) + n_published)
 
 
