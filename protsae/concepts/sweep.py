@@ -10,8 +10,9 @@ for a concept at threshold t when the normalised activation is strictly greater 
 * for interval concepts, the instances with at least one predicted residue (recall per instance).
 
 Counts come from the sparse entries alone (an SAE's k codes per residue; a raw unit's non-zero
-values): each entry is binned once by threshold, joined to its residue's concepts through a CSR
-index, and counted with ``np.bincount``; no loop runs over units or concepts. Per (unit, concept)
+values): each entry is binned once by threshold, and two sparse products with the residues'
+concept and instance memberships count them (scipy's compiled kernels); no loop runs over units
+or concepts. Per (unit, concept)
 the threshold with the best valid F1 is kept (ties: the lower threshold) and scored on test as it
 is; InterPLM re-chose it on test. A concept is covered when some unit has test F1 above the cutoff.
 """
@@ -41,15 +42,6 @@ def _csr(rows: np.ndarray, cols: np.ndarray, n_rows: int) -> tuple[np.ndarray, n
     return indptr, cols
 
 
-def _expand(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each of ``rows`` (with repeats), its CSR entries: (position in ``rows``, column)."""
-    starts, degree = indptr[rows], indptr[rows + 1] - indptr[rows]
-    total = int(degree.sum())
-    owner = np.repeat(np.arange(len(rows)), degree)
-    offset = np.arange(total) - np.repeat(np.cumsum(degree) - degree, degree)
-    return owner, indices[np.repeat(starts, degree) + offset]
-
-
 def _add_sparse(dense: np.ndarray, product) -> None:
     """dense += a sparse product, ``dense`` flat and row-major over the product's shape (CSR), or
     over its transpose's (CSC: then the compressed axis is the row). A product of two compressed
@@ -67,8 +59,7 @@ class ConceptIndex:
     split: (n_proteins,) int8, VALID or TEST. concepts: one row per evaluated concept (columns
     concept, kind, and per split the positive residues and the instances). The CSR pairs map each
     residue to its concepts (every kind) and to its interval instances; instance_concept and
-    instance_split give each instance's concept (a position in ``concepts``) and split; instances
-    are numbered protein by protein, those of protein i from instance_offsets[i].
+    instance_split give each instance's concept (a position in ``concepts``) and split.
     """
 
     proteins: list[str]
@@ -79,7 +70,6 @@ class ConceptIndex:
     residue_instance: tuple[np.ndarray, np.ndarray]
     instance_concept: np.ndarray
     instance_split: np.ndarray
-    instance_offsets: np.ndarray
 
     @property
     def residue_concept_matrix(self) -> csr_array:
@@ -172,17 +162,13 @@ class ConceptIndex:
         residue_concept = _csr(pair_residue[keep], new_id[pair_concept[keep]], int(offsets[-1]))
 
         keep_rows = interval & evaluated[concept] if len(names) else np.zeros(0, bool)
-        # Instances numbered protein by protein, so a batch's instances are a few known ranges.
         instance_rows = np.flatnonzero(keep_rows)
-        instance_rows = instance_rows[np.argsort(protein[instance_rows], kind="stable")]
-        instance_offsets = np.zeros(len(proteins) + 1, dtype=np.int64)
-        np.cumsum(np.bincount(protein[instance_rows], minlength=len(proteins)), out=instance_offsets[1:])
         instance_of_residue = np.full(len(rows), -1, dtype=np.int64)
         instance_of_residue[instance_rows] = np.arange(len(instance_rows))
         keep_res = keep_rows[row_of]
         residue_instance = _csr(residue[keep_res], instance_of_residue[row_of[keep_res]], int(offsets[-1]))
         return cls(proteins, offsets, protein_split, concepts, residue_concept, residue_instance,
-                   new_id[concept[instance_rows]], row_split[instance_rows], instance_offsets)
+                   new_id[concept[instance_rows]], row_split[instance_rows])
 
 
 class ConceptSweep:
