@@ -215,6 +215,19 @@ def _validated_thresholds(thresholds: Sequence[float] | np.ndarray) -> np.ndarra
     return thresholds
 
 
+def chosen_pairs(rows: pd.DataFrame, n_latents: int, families) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per latent, the normalising maximum, threshold and family (a position in ``families``)
+    that its sweep row chose: (n_latents,) arrays, inf / inf / -1 for latents not in ``rows``."""
+    latent_ids = rows["latent"].to_numpy(dtype=np.int64)
+    divisor = np.full(n_latents, np.inf)
+    divisor[latent_ids] = rows["norm_max"].to_numpy(dtype=np.float64)
+    threshold = np.full(n_latents, np.inf)
+    threshold[latent_ids] = rows["threshold"].to_numpy(dtype=np.float64)
+    family = np.full(n_latents, -1, dtype=np.int64)
+    family[latent_ids] = pd.Index(families).get_indexer(rows["family"].to_numpy(dtype=object))
+    return divisor, threshold, family
+
+
 def _coo(maxima: MaxActivations) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """protein (int64), latent (int32) and value (float32) of ``maxima``."""
     protein = np.asarray(maxima.protein, dtype=np.int64)
@@ -628,12 +641,7 @@ def gap_candidates(
     latent_ids = specific["latent"].to_numpy(dtype=np.int64)
     is_specific = np.zeros(maxima.n_latents, dtype=bool)
     is_specific[latent_ids] = True
-    divisor = np.full(maxima.n_latents, np.inf)
-    divisor[latent_ids] = specific["norm_max"].to_numpy(dtype=np.float64)
-    threshold = np.full(maxima.n_latents, np.inf)
-    threshold[latent_ids] = specific["threshold"].to_numpy(dtype=np.float64)
-    family = np.full(maxima.n_latents, -1, dtype=np.int64)
-    family[latent_ids] = pd.Index(problem.families).get_indexer(specific["family"].to_numpy(dtype=object))
+    divisor, threshold, family = chosen_pairs(specific, maxima.n_latents, problem.families)
 
     all_protein, all_latent, all_value = _coo(maxima)
     kept: list[tuple[np.ndarray, ...]] = []

@@ -30,7 +30,7 @@ import scipy.sparse
 
 from protsae.bootstrap import BootstrapSettings, percentile_interval, weight_blocks
 from protsae.codes.maxima import MaxActivations
-from protsae.latents.specificity import _chunks, _coo, _prepare
+from protsae.latents.specificity import _chunks, _coo, _prepare, chosen_pairs
 
 
 def _indicator(rows: np.ndarray, columns: np.ndarray, shape: tuple[int, int]) -> scipy.sparse.csr_matrix:
@@ -54,12 +54,7 @@ def resampled_family_f1(table: pd.DataFrame, maxima: MaxActivations, split: pd.S
     latent_ids = scored["latent"].to_numpy(dtype=np.int64)
     slot_of = np.full(maxima.n_latents, -1, dtype=np.int64)
     slot_of[latent_ids] = np.arange(n_scored)
-    divisor = np.full(maxima.n_latents, np.inf)
-    divisor[latent_ids] = scored["norm_max"].to_numpy(dtype=np.float64)
-    threshold = np.full(maxima.n_latents, np.inf)
-    threshold[latent_ids] = scored["threshold"].to_numpy(dtype=np.float64)
-    family = np.full(maxima.n_latents, -1, dtype=np.int64)
-    family[latent_ids] = pd.Index(problem.families).get_indexer(scored["family"].to_numpy(dtype=object))
+    divisor, threshold, family = chosen_pairs(scored, maxima.n_latents, problem.families)
     test = np.flatnonzero(problem.is_test)
     test_position = np.full(problem.is_test.size, -1, dtype=np.int64)
     test_position[test] = np.arange(test.size)
