@@ -106,6 +106,8 @@ rule browser_sae:
         f1_cutoff=config["latents"]["f1_cutoff"],
         evalset=EVALSET,
         tasks=PROBE_TASKS,
+        # Where its feature-network neighbours' pages are: layer -> that SAE's folder.
+        network_folders=lambda wc: network_folders(wildcard_spec(wc)),
     log:
         f"{BROWSER_LOGS}/sae/{SAE_FOLDER}.log",
     benchmark:

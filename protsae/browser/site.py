@@ -247,9 +247,14 @@ def _records(table: pd.DataFrame, columns: list[str]) -> dict[int, list[dict]]:
 def write_sae_site(out: Path, *, sae: Mapping, prefix: str, overview: pd.DataFrame, examples: pd.DataFrame,
                    structures: pd.DataFrame | None, family: pd.DataFrame, patterns: pd.DataFrame,
                    gaps: pd.DataFrame, probes: Mapping[str, pd.DataFrame],
-                   steering: Mapping[str, pd.DataFrame] | None, chunks: Mapping[str, int]) -> dict:
+                   steering: Mapping[str, pd.DataFrame] | None, chunks: Mapping[str, int],
+                   neighbours: Mapping[int, list[dict]] | None = None,
+                   network_folders: Mapping[int, str] | None = None) -> dict:
     """One SAE's pages and data under ``out``: ``index.html`` (the latent table), ``latent.html``,
-    ``data/table.js`` and ``latents/<N>.js`` for every latent. Returns counts for the log."""
+    ``data/table.js`` and ``latents/<N>.js`` for every latent. ``neighbours``: latent -> its
+    feature-network neighbours (`protsae.networks.graph.neighbour_lists`), each linked to its
+    page through ``network_folders`` (layer -> that layer's SAE folder under the site). Returns
+    counts for the log."""
     n = len(overview)
     # Each latent's colour scale: its largest activation over the proteins shown (the evaluation
     # set's maximum, or a structure protein's where that is larger).
@@ -302,7 +307,8 @@ def write_sae_site(out: Path, *, sae: Mapping, prefix: str, overview: pd.DataFra
         payload = {"latent": j, "scale": scale[j], "row": {name: values[j] for name, values in columns.items()},
                    "n_proteins": n_proteins[j], "histogram": histogram[j], "family": family_facts.get(j),
                    "bins": [], "structures": [], "gaps": gaps_by.get(j, []), "probes": probes_by.get(j, []),
-                   "steering": steering_by.get(j)}
+                   "steering": steering_by.get(j),
+                   "neighbours": _linked_neighbours((neighbours or {}).get(j, []), prefix, network_folders or {})}
         for b, name in enumerate(BIN_NAMES):
             rows = bins.get(j * (len(BINS) + 1) + b, np.zeros(0, np.int64))
             payload["bins"].append({"name": name, "range": BINS[b], "n": int(histogram[j, (3 - b) * 5:(4 - b) * 5].sum()),
@@ -312,6 +318,17 @@ def write_sae_site(out: Path, *, sae: Mapping, prefix: str, overview: pd.DataFra
                                           "s": file_stem(shown["p"][i])})
         write_script(out / "latents" / f"{j}.js", "latent", payload)
     return {"latents": n, "examples": len(examples), "structures": 0 if shown is None else len(structures)}
+
+
+def _linked_neighbours(items: list[dict], prefix: str, folders: Mapping[int, str]) -> list[dict]:
+    """A latent's network neighbours, each with the address of its page (none for a layer whose
+    SAE has no pages)."""
+    linked = []
+    for item in items:
+        folder = folders.get(int(item["layer"]))
+        href = f"{prefix}{folder}/latent.html?latent={int(item['latent'])}" if folder else None
+        linked.append({**item, "href": href})
+    return linked
 
 
 def _steering_by_latent(steer) -> dict[int, dict]:

@@ -300,3 +300,25 @@ def test_every_link_resolves(browser, site):
             assert target.scheme == "file", href
             queue.append(target._replace(fragment="").geturl())
     assert len(opened) == 6 and len(seen) > 20
+
+
+def test_feature_network_neighbours_link_to_their_pages(browser, site, results):
+    """Layer 2's latent page lists its causal sources at layer 1 as in the network's neighbour
+    lists, and following one opens that latent's page."""
+    import json
+
+    lists = json.loads((results / "networks/swissprot/layers/neighbours/layer2.json").read_text())
+    latent, items = next((int(j), items) for j, items in lists.items()
+                         if any(item["kind"] == "causal" and item["direction"] == "in" for item in items))
+    d = latent_data(site, latent)
+    assert [{k: v for k, v in item.items() if k != "href"} for item in d["neighbours"]] == items
+    source = next(item for item in d["neighbours"] if item["kind"] == "causal" and item["direction"] == "in")
+    assert source["href"] == f"../../layer1/topk_k4_w64/latent.html?latent={source['latent']}"
+    page = open_latent(browser, site, latent)
+    rows = page.page.locator("table.neighbours tr")
+    assert rows.count() == len(items) + 1
+    link = page.page.locator(f"table.neighbours a[href='{source['href']}']").first
+    link.click()
+    page.page.wait_for_selector("body[data-ready=true]", timeout=20_000)
+    assert page.page.locator("#title").inner_text().startswith(f"Latent {source['latent']} ")
+    page.check_clean()

@@ -1,6 +1,7 @@
 """Snakemake script: one SAE's pages of the latent browser: the latent table and every latent's
 data file (examples, structures, family, patterns, gap candidates, probes, steering)."""
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -37,11 +38,16 @@ if "steering" in inputs.keys():  # noqa: SIM118 (a Snakemake Namedlist)
     steering = dict(zip(("latents", "metrics", "alignment_rows"), map(tsv, inputs.steering[:3])))
     # Clustal's conservation symbols include a space; keep every column as written.
     steering["alignment_columns"] = tsv(inputs.steering[3], keep_default_na=False, dtype={"symbol": str})
+neighbours = None
+if "neighbours" in inputs.keys():  # noqa: SIM118 (a Snakemake Namedlist)
+    with open(inputs.neighbours) as handle:
+        neighbours = {int(latent): items for latent, items in json.load(handle).items()}
 out = Path(snakemake.output[0])
 depth = len(Path(spec.folder).parts)
 counts = write_sae_site(
     out, sae={**spec.as_dict(), "name": spec.name, "evalset": params.evalset, "f1_cutoff": params.f1_cutoff},
     prefix="../" * depth, overview=read_table(inputs.overview), examples=examples[examples["group"] < STRUCTURE_GROUP],
     structures=structures, family=tsv(inputs.family), patterns=tsv(inputs.patterns), gaps=tsv(inputs.gaps),
-    probes=probes, steering=steering, chunks=read_chunks(Path(inputs.chunks) / "chunks.tsv"))
+    probes=probes, steering=steering, chunks=read_chunks(Path(inputs.chunks) / "chunks.tsv"),
+    neighbours=neighbours, network_folders={int(layer): folder for layer, folder in params.network_folders.items()})
 log.info("%s: %s", spec.folder, counts)

@@ -81,6 +81,16 @@
     main.append(section("Probe coefficients that name this latent", t));
   }
   if (d.steering) main.append(section("Steering", ...steering(d.steering)));
+  if (d.neighbours && d.neighbours.length) {
+    const t = element("table", { class: "plain neighbours" });
+    t.append(element("tr", {}, ...["edge", "direction", "layer", "latent", "weight"].map((h) => element("th", { text: h }))));
+    for (const n of d.neighbours) {
+      const target = n.href ? element("a", { href: n.href, text: String(n.latent) }) : element("span", { text: String(n.latent) });
+      t.append(element("tr", {}, element("td", { text: n.kind }), element("td", { text: n.direction }),
+        element("td", { text: String(n.layer) }), element("td", {}, target), element("td", { text: number(n.weight) })));
+    }
+    main.append(section("Feature network (causal: mean drop of the target when this latent is removed; co-activation: NPMI; decoder: cosine)", t));
+  }
   document.body.dataset.ready = "true";
 
   // ---------------------------------------------------------------------------------------------
