@@ -47,6 +47,10 @@ if "evalset" in config:
 
         include: "rules/concepts.smk"
 
+    if config["networks"]["sweep"] is not None:
+
+        include: "rules/networks.smk"
+
 
 # Linear probes run when the config names probe tasks.
 if "probes" in config:

@@ -78,6 +78,7 @@ def write_json(path: str | os.PathLike, obj) -> None:
 
 def write_tsv(table, path: str | os.PathLike, float_format: str = "%.6g") -> None:
     """Write a pandas ``table`` as TSV with a header and no index, atomically; floats to six
-    significant digits (the result tables' precision)."""
+    significant digits (the result tables' precision); gzip-compressed when ``path`` ends in .gz."""
+    compression = "gzip" if str(path).endswith(".gz") else None
     with atomic_path(path) as tmp:
-        table.to_csv(tmp, sep="\t", index=False, float_format=float_format)
+        table.to_csv(tmp, sep="\t", index=False, float_format=float_format, compression=compression)

@@ -201,6 +201,7 @@ def all_targets():
     targets += probe_targets()
     targets += browser_targets()
     targets += concept_targets()
+    targets += network_targets()
     return targets
 
 
@@ -358,6 +359,8 @@ def browser_sae_inputs(wc):
         inputs["structures"] = examples_file(STRUCTURE_DATASET, spec)
     if spec in probe_sae_specs():
         inputs["probes"] = [probe_path(task, spec.layer, spec.name, "top_coefficients.tsv") for task in PROBE_TASKS]
+    if network_neighbours(spec):
+        inputs["neighbours"] = network_neighbours(spec)
     if config["steering"]["enabled"]:
         inputs["steering"] = [f"{LAYOUT.steering(EVALSET, spec)}/{name}.tsv"
                               for name in ("latents", "metrics", "alignment_rows", "alignment_columns")]
@@ -678,6 +681,85 @@ def sparse_probe_shards(wc):
     return activation_files(dataset, wc.layer) if spec is None else code_shards(dataset, spec)
 
 
+# Feature networks (rules/networks.smk): the SAEs of one sweep, one per layer, over the evaluation set.
+NETWORK_SWEEP = config["networks"]["sweep"] if EVALSET is not None else None
+NETWORK = f"{RESULTS}/networks/{EVALSET}/{NETWORK_SWEEP}"
+NETWORK_FIGURE = "fig11_feature_network"
+
+
+def network_specs():
+    """Layer -> the network sweep's SAE of that layer."""
+    return {spec.layer: spec for spec in sweep_specs(NETWORK_SWEEP)}
+
+
+def network_pairs():
+    """(source layer, target layer) of every pair's job: each layer with the next, and each layer
+    with itself when networks.within_layer."""
+    layers = sorted(network_specs())
+    pairs = list(zip(layers, layers[1:]))
+    if config["networks"]["within_layer"]:
+        pairs += [(layer, layer) for layer in layers]
+    return sorted(pairs)
+
+
+def network_pair_file(pair, name):
+    return f"{NETWORK}/pairs/layer{pair[0]}-layer{pair[1]}/{name}"
+
+
+def network_pair_inputs(wc):
+    specs = network_specs()
+    source, target = specs[int(wc.source)], specs[int(wc.target)]
+    inputs = {"source_sae": sae_file(source, "sae.safetensors"), "source_config": sae_file(source, "config.json"),
+              "sequences": f"{LAYOUT.sequences(EVALSET)}/sample.fasta"}
+    if target != source:
+        inputs |= {"target_sae": sae_file(target, "sae.safetensors"), "target_config": sae_file(target, "config.json"),
+                   "maxima": maxima_file(source), "family": latent_path("family_f1.tsv", source),
+                   "probes": network_probe_files(source)}
+    return inputs
+
+
+def network_probe_files(spec):
+    """The probes' top coefficients of one SAE's latents (none when its latents are not probed)."""
+    if not PROBE_TASKS or spec not in probe_sae_specs():
+        return []
+    return [probe_path(task, spec.layer, spec.name, "top_coefficients.tsv") for task in PROBE_TASKS]
+
+
+def network_neighbours(spec):
+    """The neighbour lists of one SAE's latents (None when it is not in the network)."""
+    if NETWORK_SWEEP is None or network_specs().get(spec.layer) != spec:
+        return None
+    return f"{NETWORK}/neighbours/layer{spec.layer}.json"
+
+
+def network_folders(spec):
+    """Layer (as text) -> the folder of the network's SAE there, when ``spec`` is in the network."""
+    if not network_neighbours(spec):
+        return {}
+    return {str(layer): other.folder for layer, other in network_specs().items()}
+
+
+def network_targets():
+    if NETWORK_SWEEP is None:
+        return []
+    return [f"{NETWORK}/{name}" for name in ("edges.tsv.gz", "network.graphml", "summary.json")] + [
+        LAYOUT.figure(NETWORK_FIGURE)]
+
+
+def _check_network():
+    if NETWORK_SWEEP is None:
+        return
+    _check_sweep_name("networks.sweep", NETWORK_SWEEP)
+    specs = sweep_specs(NETWORK_SWEEP)
+    layers = [spec.layer for spec in specs]
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"networks.sweep: sweep {NETWORK_SWEEP!r} has more than one SAE per layer (one k and one "
+                         f"width make a network)")
+    if len(layers) < 2 and not config["networks"]["within_layer"]:
+        raise ValueError(f"networks.sweep: sweep {NETWORK_SWEEP!r} has one layer and networks.within_layer is false: "
+                         f"no edges to compute")
+
+
 def _check_sweep_name(key, name):
     names = sweep_names()
     if name not in names:
@@ -755,6 +837,7 @@ def _check_config():
         for key, sweep in config["concepts"]["figure"].items():
             if sweep is not None:
                 _check_sweep_name(f"concepts.figure.{key}", sweep)
+    _check_network()
     if PROBE_TASKS:
         if config["probes"]["figure_sweep"] is not None:
             _check_sweep_name("probes.figure_sweep", config["probes"]["figure_sweep"])

@@ -11,9 +11,12 @@ Within one SAE the pairs are a < b.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 from scipy.sparse import csr_array, triu
+from tqdm import tqdm
 
 EDGE_COLUMNS = ("source", "target", "n_source", "n_target", "n_both", "npmi", "jaccard")
 
@@ -77,3 +80,35 @@ class CoactivationCounts:
                               "n_both": n_both, "npmi": npmi, "jaccard": n_both / (n_source + n_target - n_both)})
         return table.sort_values(["npmi", "source", "target"], ascending=[False, True, True],
                                  kind="stable").reset_index(drop=True)
+
+
+def count_over_model(model, source_sae, source_layer: int, target_sae, target_layer: int,
+                     sequences: Sequence[str], max_tokens: int = 8192, storage_dtype: str | None = None,
+                     progress: bool = False) -> CoactivationCounts:
+    """Co-activation counts of two SAEs' latents (``source_layer == target_layer``: one SAE with
+    itself, pass it twice) over every residue of ``sequences``, the model run once over them.
+    With ``storage_dtype`` activations are rounded to the cache's dtype first, as the codes of a
+    cache would be; nothing dense outlives its batch."""
+    import torch
+
+    from protsae.activations.batches import token_budget_batches
+    from protsae.codes.encode import encode_rows
+
+    same = source_layer == target_layer
+    if same and source_sae is not target_sae:
+        raise ValueError(f"layer {source_layer} with itself: pass the same SAE twice")
+    counts = CoactivationCounts(source_sae.cfg.n_latents, target_sae.cfg.n_latents, same=same)
+    rounding = getattr(torch, storage_dtype) if storage_dtype else None
+    layers = sorted({source_layer, target_layer})
+    batches = list(token_budget_batches([len(s) for s in sequences], max_tokens))
+    with torch.no_grad():
+        for batch in tqdm(batches, desc="co-activation", unit="batch", disable=not progress, mininterval=2.0):
+            tokens = model.tokenize([sequences[i] for i in batch])
+            hidden = model.hidden_states(tokens, layers)
+            x = {layer: hidden[layer][tokens.residue_mask] for layer in layers}
+            if rounding is not None:
+                x = {layer: value.to(rounding).float() for layer, value in x.items()}
+            source = encode_rows(source_sae, x[source_layer])
+            target = None if same else encode_rows(target_sae, x[target_layer])
+            counts.add(source, target)
+    return counts

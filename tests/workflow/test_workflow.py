@@ -4,6 +4,7 @@ import json
 import os
 import re
 import subprocess
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
@@ -381,6 +382,22 @@ def test_tiny_config_end_to_end(tiny_run, tmp_path):
     reference = set(concept_split.loc[concept_split["split"] == "reference", "protein"])
     assert reference == set(split.index[split["split"] == "train"])  # under max_reference: every train protein
     assert (results / "figures/fig10_concept_coverage.png").stat().st_size > 20_000
+
+    # Feature network of the layer sweep (layers 1 and 2): every kind of edge, each latent's
+    # neighbours, GraphML that parses, the figure, and the causal sources that were chosen.
+    network = results / "networks/swissprot/layers"
+    edges = pd.read_csv(network / "edges.tsv.gz", sep="\t")
+    assert set(edges["kind"]) == {"coactivation", "decoder", "causal"}
+    assert (edges.loc[edges["kind"] == "decoder", "source_layer"] == 1).all() and (edges["kind"] == "decoder").sum() == 64
+    assert edges.loc[edges["kind"] == "coactivation", "weight"].between(-1, 1).all()
+    within = edges[(edges["kind"] == "coactivation") & (edges["source_layer"] == edges["target_layer"])]
+    assert set(within["source_layer"]) == {1, 2} and (within["source"] < within["target"]).all()
+    summary = json.loads((network / "summary.json").read_text())
+    assert summary["edges_by_kind"]["causal"] == (edges["kind"] == "causal").sum() > 0
+    assert summary["strongest_causal"][0]["effect"] == pytest.approx(edges.loc[edges["kind"] == "causal", "weight"].abs().max(), rel=1e-5)
+    assert ET.parse(network / "network.graphml").getroot().tag.endswith("graphml")
+    assert json.loads((network / "neighbours/layer1.json").read_text())
+    assert (results / "figures/fig11_feature_network.png").stat().st_size > 20_000
 
     # The latent browser: an index of the 6 SAEs, each with its pages (tests/browser checks them).
     browser = results / "browser"
