@@ -47,6 +47,12 @@ def top_per_source(table: pd.DataFrame, n: int, by: str = "weight") -> pd.DataFr
     return ordered.groupby("source", sort=False).head(n).reset_index(drop=True)
 
 
+def largest_per_source(table: pd.DataFrame, n: int, by: str) -> pd.DataFrame:
+    """Each source's ``n`` rows with the largest ``by`` (ties: target), in that order."""
+    order = np.lexsort((table["target"].to_numpy(), -table[by].to_numpy(float), table["source"].to_numpy()))
+    return table.iloc[order].groupby("source", sort=False).head(n).reset_index(drop=True)
+
+
 def node_table(layers: Sequence[int], n_latents: Mapping[int, int], family: Mapping[int, pd.DataFrame],
                patterns: Mapping[int, pd.DataFrame], f1_min: float) -> pd.DataFrame:
     """One row per latent of every layer's SAE: node, layer, latent, pattern, family and

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from protsae.networks.causal import causal_effects
 from protsae.networks.coactivation import count_over_model
 from protsae.networks.decoder import best_decoder_matches
-from protsae.networks.graph import EDGE_COLUMNS, edge_rows, top_per_source
+from protsae.networks.graph import EDGE_COLUMNS, edge_rows, largest_per_source, top_per_source
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +29,17 @@ def sample_ids(ids: Sequence[str], n: int | None, seed: int) -> list[str]:
 
 def pair_edges(model, source_sae, source_layer: int, target_sae, target_layer: int, sequences: Mapping[str, str],
                coactivation_ids: Sequence[str], sources: Mapping[int, Sequence[str]], *, min_both: int = 5,
-               causal_top: int = 20, max_tokens: int = 8192, storage_dtype: str | None = None,
+               coactivation_top: int | None = 20, causal_top: int = 20, max_tokens: int = 8192,
+               storage_dtype: str | None = None,
                progress: bool = False) -> pd.DataFrame:
     """The edge table (`EDGE_COLUMNS`) between the latents of ``source_sae`` at ``source_layer``
     and ``target_sae`` at ``target_layer`` (>=; equal: one SAE, co-activation of its pairs only).
 
     coactivation_ids: the proteins of ``sequences`` whose residues are counted. sources: causal
     source latent -> the proteins it is removed from (a source with none is skipped); each source
-    keeps its ``causal_top`` targets of largest |effect|."""
+    keeps its ``causal_top`` targets of largest |effect|, and each latent its ``coactivation_top``
+    partners of highest NPMI (None: every pair with ``min_both`` co-occurrences; with 32 of 2,048
+    latents active per residue that is millions of pairs)."""
     if target_layer < source_layer:
         raise ValueError(f"the target layer ({target_layer}) comes before the source layer ({source_layer})")
     same = source_layer == target_layer
@@ -44,7 +47,10 @@ def pair_edges(model, source_sae, source_layer: int, target_sae, target_layer: i
                               [sequences[i] for i in coactivation_ids], max_tokens=max_tokens,
                               storage_dtype=storage_dtype, progress=progress)
     log.info("co-activation: %d residues of %d proteins", counts.n_residues, len(coactivation_ids))
-    tables = [edge_rows("coactivation", source_layer, target_layer, counts.edges(min_both), "npmi")]
+    coactivation = counts.edges(min_both)
+    if coactivation_top is not None:
+        coactivation = largest_per_source(coactivation, coactivation_top, by="npmi")
+    tables = [edge_rows("coactivation", source_layer, target_layer, coactivation, "npmi")]
     if not same:
         decoder = best_decoder_matches(source_sae.W_dec.detach().float().cpu().numpy(),
                                        target_sae.W_dec.detach().float().cpu().numpy())

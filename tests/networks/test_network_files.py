@@ -14,6 +14,7 @@ from protsae.models import STANDARD_RESIDUES
 from protsae.networks.graph import (
     EDGE_COLUMNS,
     coactivation_agreement,
+    largest_per_source,
     neighbour_lists,
     node_table,
     write_graphml,
@@ -150,3 +151,9 @@ def test_the_figure_draws_the_strongest_causal_edges(tmp_path):
     assert shown["kind"].unique().tolist() == ["causal"] and shown["weight"].tolist() == [0.9, 0.5]
     network_figure(edges, nodes, tmp_path / "fig.png", "test", n_edges=3)
     assert (tmp_path / "fig.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_largest_per_source_keeps_each_sources_highest_rows():
+    table = pd.DataFrame({"source": [0, 0, 0, 1, 1], "target": [1, 2, 3, 1, 2], "npmi": [0.2, -0.9, 0.5, 0.1, 0.1]})
+    kept = largest_per_source(table, 2, by="npmi")
+    assert list(zip(kept["source"], kept["target"])) == [(0, 3), (0, 1), (1, 1), (1, 2)]  # -0.9 is not "strong"

@@ -48,7 +48,8 @@ else:
 chosen["n_proteins"] = [len(proteins.get(latent, [])) for latent in chosen["latent"]]
 
 edges = pair_edges(model, source_sae, source_layer, target_sae, target_layer, sequences, coactivation_ids, proteins,
-                   min_both=settings["min_both"], causal_top=causal["top_targets"], max_tokens=settings["max_tokens"],
+                   min_both=settings["min_both"], coactivation_top=settings["coactivation_top"],
+                   causal_top=causal["top_targets"], max_tokens=settings["max_tokens"],
                    storage_dtype=snakemake.params.storage_dtype, progress=True)
 log.info("edges by kind: %s", edges["kind"].value_counts().to_dict())
 write_tsv(chosen, snakemake.output.sources)
