@@ -14,7 +14,12 @@ from tqdm import tqdm
 from protsae.networks.causal import causal_effects
 from protsae.networks.coactivation import count_over_model
 from protsae.networks.decoder import best_decoder_matches
-from protsae.networks.graph import EDGE_COLUMNS, edge_rows, largest_per_source, top_per_source
+from protsae.networks.graph import (
+    EDGE_COLUMNS,
+    edge_rows,
+    largest_per_source,
+    top_per_source,
+)
 
 log = logging.getLogger(__name__)
 

@@ -79,6 +79,7 @@ def test_published_saes_alone_need_no_sweep(tmp_path):
         config["latents"]["figures"] = {"per_layer": PUBLISHED_SWEEP, "k": None, "width": None}
         config["concepts"]["figure"] = {"per_layer": PUBLISHED_SWEEP, "k": None, "width": None}
         config["probes"].update(sweeps=None, figure_sweep=PUBLISHED_SWEEP)
+        config["networks"] = {"sweep": None}  # no layer sweep: no feature network
 
     config, proc = published_dry_run(tmp_path, published_only)
     jobs = planned_jobs(proc.stdout + proc.stderr)
