@@ -52,6 +52,12 @@ if "evalset" in config:
         include: "rules/networks.smk"
 
 
+# Attention heads in SAE features, for transformer models (not UniRep).
+if HEADS_SWEEP is not None:
+
+    include: "rules/heads.smk"
+
+
 # Linear probes run when the config names probe tasks.
 if "probes" in config:
 

@@ -202,6 +202,7 @@ def all_targets():
     targets += browser_targets()
     targets += concept_targets()
     targets += network_targets()
+    targets += head_targets()
     return targets
 
 
@@ -746,6 +747,59 @@ def network_targets():
         LAYOUT.figure(NETWORK_FIGURE)]
 
 
+# Attention heads in SAE features (rules/heads.smk): block l read through the sweep's SAEs at
+# layers l - 1 (its input) and l (its output), for transformer models only.
+TRANSFORMER_KINDS = ("esm2", "hf_masked_lm", "tiny_esm2", "antiberty")
+HEADS_SWEEP = config["heads"]["sweep"] if config["model"]["kind"] in TRANSFORMER_KINDS else None
+HEADS_DATASET = config["heads"]["dataset"] or EVALSET or TRAIN_DATASET
+HEADS = f"{RESULTS}/heads/{HEADS_DATASET}/{HEADS_SWEEP}"
+HEADS_FIGURE = "fig12_head_roles"
+
+
+def head_specs():
+    """Layer -> the heads sweep's SAE of that layer."""
+    return {spec.layer: spec for spec in sweep_specs(HEADS_SWEEP)}
+
+
+def head_blocks():
+    """The blocks whose input and output layers both have an SAE of the heads sweep."""
+    layers = set(head_specs())
+    return sorted(layer for layer in layers if layer - 1 in layers)
+
+
+def head_block_file(block, name):
+    return f"{HEADS}/blocks/block{block}/{name}"
+
+
+def head_block_inputs(wc):
+    specs = head_specs()
+    before, after = specs[int(wc.block) - 1], specs[int(wc.block)]
+    return {"sae_a": sae_file(before, "sae.safetensors"), "config_a": sae_file(before, "config.json"),
+            "sae_b": sae_file(after, "sae.safetensors"), "config_b": sae_file(after, "config.json"),
+            "sequences": f"{LAYOUT.sequences(HEADS_DATASET)}/sample.fasta"}
+
+
+def head_targets():
+    if HEADS_SWEEP is None:
+        return []
+    return [f"{HEADS}/{name}" for name in ("heads.tsv", "summary.json")] + [LAYOUT.figure(HEADS_FIGURE)]
+
+
+def _check_heads():
+    if HEADS_SWEEP is None:
+        return
+    _check_sweep_name("heads.sweep", HEADS_SWEEP)
+    if HEADS_DATASET not in (*config["datasets"], EVALSET, *PROBE_DATASETS):
+        raise ValueError(f"heads.dataset is {HEADS_DATASET!r}: not a key of 'datasets', the evaluation set or a "
+                         f"probe task's dataset")
+    layers = [spec.layer for spec in sweep_specs(HEADS_SWEEP)]
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"heads.sweep: sweep {HEADS_SWEEP!r} has more than one SAE per layer (one k and one width)")
+    if not head_blocks():
+        raise ValueError(f"heads.sweep: sweep {HEADS_SWEEP!r} has layers {sorted(layers)}; the head analysis needs "
+                         f"two adjacent layers (a block's input l - 1 and output l), or set heads.sweep: null")
+
+
 def _check_network():
     if NETWORK_SWEEP is None:
         return
@@ -838,6 +892,7 @@ def _check_config():
             if sweep is not None:
                 _check_sweep_name(f"concepts.figure.{key}", sweep)
     _check_network()
+    _check_heads()
     if PROBE_TASKS:
         if config["probes"]["figure_sweep"] is not None:
             _check_sweep_name("probes.figure_sweep", config["probes"]["figure_sweep"])

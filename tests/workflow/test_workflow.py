@@ -59,6 +59,23 @@ def test_every_rule_script_compiles(script):
     compile(script.read_text(), str(script), "exec")
 
 
+def test_antiberty_dry_run(tmp_path):
+    """The transformer demo: stages 1-3 and every block's heads, no evaluation set or probes."""
+    proc = snakemake(["-n", "--configfile", "config/antiberty.yaml"], cwd=workdir_copy(tmp_path))
+    jobs = planned_jobs(proc.stdout + proc.stderr)
+    assert jobs["train_sae"] == 9 and jobs["heads_block"] == 8 and jobs["heads"] == jobs["heads_figure"] == 1
+    assert not any(rule.startswith(("evalset", "family", "probe", "network", "browser")) for rule in jobs), jobs
+
+
+def test_heads_sweep_needs_adjacent_layers(tmp_path):
+    def edit(config):
+        config["sae"]["sweeps"][0]["layers"] = [1]
+        config["heads"] = {"sweep": "layers"}
+
+    returncode, text = dry_run_of(tmp_path, edit)
+    assert returncode != 0 and "heads.sweep" in text and "two adjacent layers" in text, text
+
+
 def test_lint_is_clean():
     proc = snakemake(["--lint"], cwd=REPO, check=False)
     text = proc.stdout + proc.stderr
@@ -126,6 +143,11 @@ def test_dry_run(configfile, tmp_path):
     assert jobs["browser_examples"] == shown * n_saes and jobs["browser_sae"] == n_saes
     assert jobs["browser_index"] == jobs["browser_shared"] == jobs["browser_structures"] == 1
     assert jobs["browser_structure_index"] == 1
+    # Attention heads in SAE features: every block with an SAE of the layer sweep on both sides, for
+    # transformer models only (UniRep has no attention).
+    layers = set(next(sweep["layers"] for sweep in config["sae"]["sweeps"] if sweep["name"] == "layers"))
+    blocks = [layer for layer in layers if layer - 1 in layers] if config["model"]["kind"] != "unirep" else []
+    assert jobs.get("heads_block", 0) == len(blocks) and jobs.get("heads_figure", 0) == (1 if blocks else 0)
 
 
 def test_a_bad_structure_dataset_names_the_key(tmp_path):
@@ -399,6 +421,23 @@ def test_tiny_config_end_to_end(tiny_run, tmp_path):
     assert json.loads((network / "neighbours/layer1.json").read_text())
     assert (results / "figures/fig11_feature_network.png").stat().st_size > 20_000
 
+    # Attention heads of block 2 (SAEs of layers 1 and 2): four heads, each with a role, a
+    # window-normalised offset profile per source, the OV and QK tables and the figure.
+    heads_dir = results / "heads/swissprot/layers"
+    heads = pd.read_csv(heads_dir / "heads.tsv", sep="\t")
+    assert list(heads["head"]) == [0, 1, 2, 3] and set(heads["block"]) == {2}
+    assert heads["role"].isin(["previous", "next", "periodic_helix", "periodic_strand", "copy", "other"]).all()
+    assert heads["window_share"].between(0, 1).all()
+    profiles = pd.read_csv(heads_dir / "profiles.tsv", sep="\t")
+    assert len(profiles) == 4 * 17
+    assert profiles.groupby("head")[["predicted", "measured"]].sum().to_numpy() == pytest.approx(1.0)
+    ov = pd.read_csv(heads_dir / "ov.tsv.gz", sep="\t")
+    assert ov.groupby(["head", "source"]).size().eq(5).all() and ov["target"].between(0, 63).all()
+    assert set(pd.read_csv(heads_dir / "qk.tsv.gz", sep="\t")["offset"]) == set(range(-8, 9))
+    summary = json.loads((heads_dir / "summary.json").read_text())
+    assert summary["n_heads"] == 4 and sum(summary["roles"].values()) == 4
+    assert (results / "figures/fig12_head_roles.png").stat().st_size > 20_000
+
     # The latent browser: an index of the 6 SAEs, each with its pages (tests/browser checks them).
     browser = results / "browser"
     assert (browser / "index.html").exists() and len(list(browser.glob("layer*/*/latents/0.js"))) == 6
@@ -496,11 +535,12 @@ def one_pass_config() -> dict:
     return config
 
 
-def check_second_fresh_run(tiny_run: Path, again: Path, rerun) -> None:
+def check_second_fresh_run(tiny_run: Path, again: Path, rerun, left_out: tuple[str, ...] = ()) -> None:
     """What a second fresh run (``one_pass_config``) must leave: no dense cache of the evaluation set,
     no code shards of the evaluation set and the probe tasks, no dense caches of the probe tasks,
     nothing to do for ``rerun`` (a function that runs snakemake again), and every result table
-    byte-identical to the first run's."""
+    byte-identical to the first run's (but those under the result folders ``left_out``, stages the
+    second run does not have)."""
     results = again / "results/tiny_esm2"
     assert not (results / "activations/swissprot").exists()
     for dataset in ["swissprot", "probe_localization", "probe_secondary_structure"]:
@@ -514,6 +554,8 @@ def check_second_fresh_run(tiny_run: Path, again: Path, rerun) -> None:
     proc = rerun()
     assert "Nothing to be done" in proc.stdout + proc.stderr
     first, second = result_tables(tiny_run), result_tables(again)
+    first = {path: table for path, table in first.items()
+             if not any(str(path).startswith(f"results/tiny_esm2/{folder}/") for folder in left_out)}
     # The families' sparse probes on raw dimensions need the evaluation set's dense cache, which
     # the first run has (encode.source: cache) and this one never writes (probes.sparse.families_raw
     # auto): those fits, and their rows of the sparse summary, are the first run's alone.
