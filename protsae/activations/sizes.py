@@ -28,6 +28,7 @@ ESM2_POSITIONS = 1026
 UNIREP_LAYERS = {64: 4, 256: 4, 1900: 1}
 UNIREP_MAX_RESIDUES = 2000
 TINY_ESM2 = {"hidden_size": 32, "num_hidden_layers": 3, "max_position_embeddings": 1026}
+ANTIBERTY = {"hidden_size": 512, "num_hidden_layers": 8, "max_position_embeddings": 512}  # antiberty==0.1.3
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,8 @@ def model_shape(model: dict) -> ModelShape:
     if model["kind"] == "unirep":
         return ModelShape(model["size"], None if model.get("path") else UNIREP_LAYERS.get(model["size"]),
                           UNIREP_MAX_RESIDUES)
-    if model["kind"] == "tiny_esm2":
-        hf_config = TINY_ESM2
+    if model["kind"] in ("tiny_esm2", "antiberty"):
+        hf_config = TINY_ESM2 if model["kind"] == "tiny_esm2" else ANTIBERTY
     else:
         found = _checkpoint_configs(model)
         named = model.get("id") or model.get("path") or ""

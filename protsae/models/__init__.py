@@ -2,7 +2,7 @@
 
 Config (``model:`` in config/*.yaml)::
 
-    kind: unirep | esm2 | hf_masked_lm | tiny_esm2
+    kind: unirep | esm2 | hf_masked_lm | tiny_esm2 | antiberty
     name: short name used in result paths
     id: hub id or local directory (esm2, hf_masked_lm)
     size: 64 | 256 | 1900 (unirep; or ``path`` to a model_weights.npz directory)
@@ -16,6 +16,7 @@ from protsae.device import resolve_device
 from protsae.models.base import STANDARD_RESIDUES, LayerEdit, ProteinLM, TokenBatch
 from protsae.models.hf import (
     HFMaskedLM,
+    load_antiberty,
     load_hf_masked_lm,
     random_esm2,
     save_random_esm2,
@@ -42,6 +43,7 @@ _ALPHABETS = {
     "esm2": frozenset(STANDARD_RESIDUES + "XBUZO"),
     "tiny_esm2": frozenset(STANDARD_RESIDUES + "XBUZO"),
     "unirep": frozenset(STANDARD_RESIDUES + "UOXZBJ"),
+    "antiberty": frozenset(STANDARD_RESIDUES),
 }
 
 
@@ -67,11 +69,13 @@ def load_model(spec: dict) -> ProteinLM:
             allow_download=spec.get("allow_download", False),
             max_residues=spec.get("max_residues"),
         )
+    elif kind == "antiberty":
+        model = load_antiberty(name=name)
     elif kind == "tiny_esm2":
         model = tiny_esm2(seed=spec.get("seed", 0))
         model.name = name or model.name
     else:
-        raise ValueError(f"model.kind must be one of unirep, esm2, hf_masked_lm, tiny_esm2; got {kind!r}")
+        raise ValueError(f"model.kind must be one of unirep, esm2, hf_masked_lm, tiny_esm2, antiberty; got {kind!r}")
     device = resolve_device(spec.get("device", "auto"))
     autocast = spec.get("autocast", "none") if device.type == "cuda" else None
     return model.to_device(device, autocast=autocast)

@@ -157,6 +157,43 @@ def load_hf_masked_lm(model_id: str, name: str | None = None, allow_download: bo
     return HFMaskedLM(model, tokenizer, model_id, name=name, max_residues=max_residues)
 
 
+ANTIBERTY_HELP = (
+    "AntiBERTy's weights ship inside the PyPI package antiberty 0.1.3 (MIT; 1.0.0 no longer has "
+    "them): pip install --no-deps antiberty==0.1.3 (make setup does)"
+)
+
+
+def load_antiberty(name: str | None = None) -> HFMaskedLM:
+    """AntiBERTy (Ruffolo et al. 2021), a BERT masked LM of antibody sequences (8 blocks, d_model
+    512, absolute positions), from the weights inside ``antiberty==0.1.3``.
+
+    Its checkpoint is a ``BertForMaskedLM`` plus species/chain/graft heads, which are dropped. The
+    package's own ``BertTokenizer(vocab_file=...)`` loses the vocabulary under transformers 5 (every
+    residue becomes [UNK]); here the vocabulary is passed as a mapping.
+    """
+    import importlib.resources
+
+    from transformers import BertForMaskedLM, BertTokenizer
+    from transformers.utils import logging as hf_logging
+
+    try:
+        models = importlib.resources.files("antiberty") / "trained_models"
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError(ANTIBERTY_HELP) from None
+    checkpoint, vocab_file = models / "AntiBERTy_md_smooth", models / "vocab.txt"
+    if not (checkpoint / "config.json").is_file():
+        raise FileNotFoundError(f"{checkpoint} has no config.json; {ANTIBERTY_HELP}")
+    vocab = {token: i for i, token in enumerate(vocab_file.read_text().split())}
+    tokenizer = BertTokenizer(vocab=vocab, do_lower_case=False)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the dropped heads' keys are expected, not news
+    try:
+        model = BertForMaskedLM.from_pretrained(str(checkpoint))
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    return HFMaskedLM(model, tokenizer, "antiberty==0.1.3/AntiBERTy_md_smooth", name=name or "antiberty")
+
+
 def esm2_tokenizer(directory: str | os.PathLike | None = None):
     """An ``EsmTokenizer`` with ESM-2's vocabulary, built without any download."""
     from transformers import EsmTokenizer

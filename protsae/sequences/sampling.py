@@ -54,7 +54,8 @@ def _check_policy(alphabet: set[str] | frozenset[str], policy: str, unknown: str
     if policy not in ALPHABET_POLICIES:
         raise ValueError(f"alphabet policy must be one of {ALPHABET_POLICIES}, got {policy!r}")
     if policy == "map_to_unknown" and unknown not in alphabet:
-        raise ValueError(f"the unknown letter {unknown!r} is not in the alphabet")
+        raise ValueError(f"the unknown letter {unknown!r} is not in the alphabet: the model has no token for "
+                         f"unknown residues; use alphabet_policy skip or error")
 
 
 def clean_sequence(
