@@ -762,9 +762,11 @@ def head_specs():
 
 
 def head_blocks():
-    """The blocks whose input and output layers both have an SAE of the heads sweep."""
+    """The blocks whose input and output layers both have an SAE of the heads sweep, but ESM-2's
+    (and other Hugging Face models') last, whose output layer is read after the final norm."""
     layers = set(head_specs())
-    return sorted(layer for layer in layers if layer - 1 in layers)
+    last = MODEL_SHAPE.n_layers if config["model"]["kind"] != "antiberty" else None
+    return sorted(layer for layer in layers if layer - 1 in layers and layer != last)
 
 
 def head_block_file(block, name):

@@ -45,6 +45,8 @@ rule heads:
         ov=f"{HEADS}/ov.tsv.gz",
         qk=f"{HEADS}/qk.tsv.gz",
         summary=f"{HEADS}/summary.json",
+    params:
+        window=config["heads"]["window"],
     log:
         f"{LOGS}/heads/{HEADS_SWEEP}/heads.log",
     benchmark:

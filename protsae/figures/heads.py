@@ -16,18 +16,17 @@ from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from protsae.figures.style import save  # noqa: E402
-from protsae.heads.roles import ROLES  # noqa: E402
+from protsae.heads.roles import ROLES, positional_excess  # noqa: E402
 
 ROLE_COLOURS = {"previous": "#1f77b4", "next": "#ff7f0e", "periodic_helix": "#2ca02c", "periodic_strand": "#9467bd",
                 "copy": "#d62728", "other": "#e0e0e0"}
 """One colour per role (protsae.heads.roles.ROLES), in that order."""
 
 
-def most_positional(heads: pd.DataFrame, n: int) -> pd.DataFrame:
-    """The ``n`` heads whose predicted profile puts the largest share on one positional role."""
-    share = heads[["predicted_previous", "predicted_next", "predicted_periodic_helix",
-                   "predicted_periodic_strand"]].max(axis=1)
-    return heads.assign(share=share).sort_values(["share", "block", "head"], ascending=[False, True, True]).head(n)
+def most_positional(heads: pd.DataFrame, n: int, window: int) -> pd.DataFrame:
+    """The ``n`` heads whose predicted profile is the most positional (`positional_excess`)."""
+    return heads.assign(excess=positional_excess(heads, window)).sort_values(
+        ["excess", "block", "head"], ascending=[False, True, True]).head(n)
 
 
 def heads_figure(heads: pd.DataFrame, profiles: pd.DataFrame, path: str | os.PathLike, title: str,
@@ -57,7 +56,8 @@ def heads_figure(heads: pd.DataFrame, profiles: pd.DataFrame, path: str | os.Pat
     ax_roles.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, fontsize=8,
                     frameon=False)
 
-    shown = most_positional(heads, n_profiles)
+    window = int(profiles["offset"].max())
+    shown = most_positional(heads, n_profiles, window)
     colours = plt.cm.tab10(np.arange(len(shown)) % 10)
     for colour, row in zip(colours, shown.itertuples()):
         profile = profiles[(profiles["block"] == row.block) & (profiles["head"] == row.head)].sort_values("offset")

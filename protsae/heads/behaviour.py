@@ -24,7 +24,12 @@ from tqdm import tqdm
 
 from protsae.activations.batches import token_budget_batches
 from protsae.heads.features import FeatureInputs
-from protsae.heads.weights import BlockAttention, attention_pattern, rotate
+from protsae.heads.weights import (
+    BlockAttention,
+    attention_pattern,
+    post_norm_modules,
+    rotate,
+)
 
 
 @dataclass
@@ -53,6 +58,33 @@ def block_inputs(model, block: int, sequences: Sequence[str], max_tokens: int, p
     return batches
 
 
+@torch.no_grad()
+def post_norm_scales(model, block: int, batches) -> list[float]:
+    """Per norm of `post_norm_modules` (BERT's post-LNs), the mean over the residues of ``batches``
+    of its ``1/sigma``: the reference scales folded into SAE B's encoder rows."""
+    modules = post_norm_modules(model, block)
+    if not modules:
+        return []
+    sums, count, seen = [0.0] * len(modules), 0, {}
+
+    def hook_for(i, module):
+        def hook(_, args):
+            seen[i] = (args[0].double().var(-1, unbiased=False) + module.eps).rsqrt()
+        return hook
+
+    handles = [module.register_forward_pre_hook(hook_for(i, module)) for i, module in enumerate(modules)]
+    try:
+        for tokens, _ in batches:
+            model.hidden_states(tokens, [block])
+            for i in range(len(modules)):
+                sums[i] += float(seen[i][tokens.residue_mask].sum())
+            count += int(tokens.residue_mask.sum())
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [total / count for total in sums]
+
+
 def _shifted(x: torch.Tensor, offset: int, axis: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``x`` read at column + offset along ``axis`` (clamped), and which columns stay in range."""
     n = x.shape[axis]
@@ -68,7 +100,7 @@ def head_behaviour(att: BlockAttention, sae_a, inputs: FeatureInputs, decoder_a:
     """Profiles and frozen-pattern OV of every head of ``att`` over ``batches`` (`block_inputs`).
 
     decoder_a: SAE A's decoder rows in stream units (for the removal); encoder_b: SAE B's encoder
-    rows in stream units."""
+    rows as the heads' write reaches them (`features.output_encoder`)."""
     offsets = range(-window, window + 1)
     n_heads, n_off = att.n_heads, len(offsets)
     predicted = torch.zeros(n_heads, n_off, dtype=torch.float64)
@@ -95,13 +127,16 @@ def head_behaviour(att: BlockAttention, sae_a, inputs: FeatureInputs, decoder_a:
             if att.rotary:
                 k_at = rotate(k_at, offset, att.inv_freq)
             scores.append(((q * k_at).sum(-1)).masked_fill(~valid[..., None], float("-inf")))
-            a_at, _ = _shifted(pattern, offset, 3)  # a_at[b, h, i, i'] = A[b, h, i, i' + offset]
-            on_diagonal = a_at.diagonal(dim1=2, dim2=3).permute(0, 2, 1)  # (batch, tokens, heads)
+            diagonal = pattern.diagonal(offset, dim1=2, dim2=3)  # A[b, h, i, i + offset], a view
+            padding = (0, offset) if offset >= 0 else (-offset, 0)  # back to one entry per query i
+            on_diagonal = torch.nn.functional.pad(diagonal, padding).permute(0, 2, 1)  # (batch, tokens, heads)
             attention.append(on_diagonal * valid[..., None])
         scores = torch.stack(scores, -1)[residues]  # (n, heads, offsets)
         attention = torch.stack(attention, -1)[residues]
         predicted += scores.softmax(-1).sum(0).double().cpu()
-        measured += (attention / attention.sum(-1, keepdim=True)).sum(0).double().cpu()
+        # A query whose attention all but leaves the window (e.g. onto CLS) keeps a zero profile
+        # rather than 0 / 0.
+        measured += (attention / attention.sum(-1, keepdim=True).clamp_min(1e-30)).sum(0).double().cpu()
         measured_raw += attention.sum(0).double().cpu()
         n_queries += int(residues.sum())
 

@@ -11,10 +11,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from protsae.heads.behaviour import block_inputs, head_behaviour
+from protsae.heads.behaviour import block_inputs, head_behaviour, post_norm_scales
 from protsae.heads.features import (
     CONSTANT,
     feature_inputs,
+    output_encoder,
     ov_matrix,
     qk_matrix,
     sae_input_maps,
@@ -29,7 +30,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class BlockHeads:
     """heads: one row per head; profiles: (head, offset); ov: each source's strongest targets per
-    head; qk: the strongest (query, key) latent pairs per head and offset."""
+    head; qk: the strongest (query, key) latent pairs per head and offset (for absolute-position
+    models per head only, offset empty: their QK has no offset term)."""
 
     heads: pd.DataFrame
     profiles: pd.DataFrame
@@ -90,7 +92,8 @@ def analyse_block(model, block: int, sae_a, sae_b, sequences: Sequence[str], sou
     log.info("block %d: %d heads, %d residues; reference 1/sigma %.4g", block, att.n_heads, len(reference),
              inputs.inv_sigma)
     decoder_a, _, _ = sae_input_maps(sae_a)
-    _, _, encoder_b = sae_input_maps(sae_b)
+    post_inv_sigma = post_norm_scales(model, block, batches)
+    encoder_b = output_encoder(att, sae_input_maps(sae_b)[2], post_inv_sigma)
     behaviour = head_behaviour(att, sae_a, inputs, decoder_a, encoder_b,
                                [(tokens, x.to(device)) for tokens, x in batches], sources, window=window,
                                progress=progress)
@@ -121,8 +124,10 @@ def analyse_block(model, block: int, sae_a, sae_b, sequences: Sequence[str], sou
         weights, measured_weights = np.asarray(weights), np.asarray(measured_weights)
         slope = float(weights @ measured_weights / (weights @ weights)) if len(weights) and weights.any() \
             else float("nan")
-        for offset in offs:
-            qk = qk_matrix(att, head, inputs, offset, source_index).cpu()
+        # Absolute positions: the content term alone, the same at every offset (one set of rows,
+        # offset left empty).
+        for offset in offs if att.rotary else [None]:
+            qk = qk_matrix(att, head, inputs, offset or 0, source_index).cpu()
             labels = [*sources, CONSTANT]
             rows, columns, values = _largest(qk, qk_top)
             qk_rows += [{"block": block, "head": head, "offset": offset, "query": labels[r], "key": labels[c],
@@ -147,6 +152,7 @@ def analyse_block(model, block: int, sae_a, sae_b, sequences: Sequence[str], sou
             "ov_r": _pearson(weights, measured_weights),
             "ov_slope": slope,
             "inv_sigma": inputs.inv_sigma,
+            "post_inv_sigma": ";".join(f"{scale:.6g}" for scale in post_inv_sigma),
             "n_queries": behaviour.n_queries,
         })
     return BlockHeads(pd.DataFrame(head_rows), pd.DataFrame(profile_rows), pd.DataFrame(ov_rows),

@@ -13,7 +13,10 @@ Then, per head h:
                                                                  for absolute-position models)
 
 The query and key biases and ``W^h c`` are the constant pseudo-feature's terms. BERT-style blocks
-read the stream without a norm (gamma 1, no centring, sigma_ref 1).
+read the stream without a norm (gamma 1, no centring, sigma_ref 1), but their write passes two
+post-LNs before the block's output, where B reads it: B's encoder rows are taken back through
+both, linearised the same way (their reference 1/sigma; the feed-forward's residual path taken as
+identity, its own contribution left out), `output_encoder`.
 """
 
 from __future__ import annotations
@@ -75,6 +78,19 @@ def feature_inputs(att: BlockAttention, sae_a, reference: torch.Tensor) -> Featu
     gamma, beta = att.ln_weight.float(), att.ln_bias.float()
     centre = lambda w: w - w.mean(-1, keepdim=True)  # noqa: E731
     return FeatureInputs(gamma * centre(decoder) * inv_sigma, gamma * centre(offset) * inv_sigma + beta, inv_sigma)
+
+
+def output_encoder(att: BlockAttention, encoder_b: torch.Tensor, post_inv_sigma: list[float]) -> torch.Tensor:
+    """SAE B's encoder rows (n, d_model) as read from the heads' write: through each post-norm
+    ``v -> s * gamma * centre(v)`` (reference scale s), last norm first; unchanged for pre-LN
+    blocks."""
+    if len(post_inv_sigma) != len(att.post_norms):
+        raise ValueError(f"{len(att.post_norms)} post-norms but {len(post_inv_sigma)} reference scales")
+    rows = encoder_b
+    for (gamma, _), scale in zip(reversed(att.post_norms), reversed(post_inv_sigma)):
+        weighted = rows * gamma
+        rows = scale * (weighted - weighted.mean(-1, keepdim=True))
+    return rows
 
 
 def ov_matrix(att: BlockAttention, head: int, inputs: FeatureInputs, encoder_b: torch.Tensor,

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 
 ROLE_OFFSETS = {
     "previous": (-1,),
@@ -31,6 +32,15 @@ def role_masses(profile: Sequence[float], window: int) -> dict[str, float]:
     at = dict(zip(offsets(window), np.asarray(profile, float)))
     masses = {role: float(sum(at[d] for d in offs)) for role, offs in ROLE_OFFSETS.items()}
     return masses | {"self": float(at[0])}
+
+
+def positional_excess(heads, window: int, source: str = "predicted"):
+    """Per row of a heads table (`block.analyse_block`), the largest share of a positional role
+    above what a flat profile would give it (1/17 per offset for window 8): how positional a head
+    is, comparable across roles of one and of four offsets."""
+    n_offsets = 2 * window + 1
+    return pd.concat([heads[f"{source}_{role}"] - len(offs) / n_offsets for role, offs in ROLE_OFFSETS.items()],
+                     axis=1).max(axis=1)
 
 
 def head_role(profile: Sequence[float], window: int, copy_score: float, min_share: float = 0.4,

@@ -6,7 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from protsae.heads.roles import ROLES
+from protsae.heads.roles import ROLES, positional_excess
+
+
+def _number(value) -> float | None:
+    """A float for JSON (None for NaN, which JSON has no word for)."""
+    return None if pd.isna(value) else float(value)
 
 
 def _median(values: pd.Series) -> float | None:
@@ -14,11 +19,11 @@ def _median(values: pd.Series) -> float | None:
     return float(np.median(values)) if len(values) else None
 
 
-def heads_summary(heads: pd.DataFrame, top: int = 10) -> dict:
+def heads_summary(heads: pd.DataFrame, window: int, top: int = 10) -> dict:
     """Roles per block and overall, agreement between predicted and measured behaviour, and the
-    ``top`` heads with the most positional attention (predicted previous/next/periodic share)."""
-    positional = heads[["predicted_previous", "predicted_next", "predicted_periodic_helix",
-                        "predicted_periodic_strand"]].max(axis=1)
+    ``top`` heads with the most positional attention (`positional_excess` of the predicted
+    profile)."""
+    positional = positional_excess(heads, window)
     strongest = heads.assign(positional=positional).sort_values(["positional", "block", "head"],
                                                                 ascending=[False, True, True]).head(top)
     return {
@@ -38,7 +43,7 @@ def heads_summary(heads: pd.DataFrame, top: int = 10) -> dict:
         },
         "most_positional": [
             {"block": int(row.block), "head": int(row.head), "role": row.role, "measured_role": row.measured_role,
-             "positional_share": float(row.positional), "profile_r": float(row.profile_r),
+             "positional_excess": float(row.positional), "profile_r": _number(row.profile_r),
              "window_share": float(row.window_share)}
             for row in strongest.itertuples()
         ],

@@ -5,7 +5,8 @@ ESM-2 is pre-LN: the block reads ``LayerNorm(x)`` (``attention.LayerNorm``) and 
 ``x``; queries are scaled by ``1/sqrt(d_head)`` and rotated by rotary embeddings (HF's
 ``rotate_half``, frequency ``inv_freq[m]`` for the dimension pair ``(m, m + d_head/2)``). BERT is
 post-LN: the block reads ``x`` itself and positions are absolute (already in ``x``), so there is no
-rotation and no pre-attention norm. With rotary embeddings the score of a query at ``i`` and a key
+rotation and no pre-attention norm, but a head's write passes two norms (``attention.output`` and
+``output`` LayerNorm) before it reaches the block's output; `post_norms` names them. With rotary embeddings the score of a query at ``i`` and a key
 at ``j`` is ``q_i . R((j - i) f) k_j`` for the un-rotated q, k: it depends only on the offset.
 """
 
@@ -37,6 +38,7 @@ class BlockAttention:
     ln_bias: torch.Tensor | None
     ln_eps: float
     inv_freq: torch.Tensor | None
+    post_norms: list[tuple[torch.Tensor, torch.Tensor]]
 
     @property
     def n_heads(self) -> int:
@@ -58,6 +60,7 @@ class BlockAttention:
         moved = {name: value.to(device) if isinstance(value, torch.Tensor) else value
                  for name, value in vars(self).items()}
         moved["inv_freq"] = self.inv_freq  # rotations move it where they need it
+        moved["post_norms"] = [(w.to(device), b.to(device)) for w, b in self.post_norms]
         return BlockAttention(**moved)
 
     def layer_norm(self, x: torch.Tensor) -> torch.Tensor:
@@ -85,11 +88,25 @@ def rotate(x: torch.Tensor, offset, inv_freq: torch.Tensor) -> torch.Tensor:
     return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
 
 
+def post_norm_modules(model, block: int) -> list[torch.nn.LayerNorm]:
+    """The LayerNorms a head's write of block ``block`` passes before the block's output: BERT's
+    two post-LNs; none for ESM-2 (pre-LN)."""
+    layer = model._blocks[block - 1]
+    if getattr(layer.attention, "LayerNorm", None) is not None:
+        return []
+    return [layer.attention.output.LayerNorm, layer.output.LayerNorm]
+
+
 def block_attention(model, block: int) -> BlockAttention:
-    """Block ``block`` (1..n_layers) of an `HFMaskedLM` (ESM-2 or BERT-style)."""
+    """Block ``block`` (1..n_layers) of an `HFMaskedLM` (ESM-2 or BERT-style). The last block of a
+    model with a final norm (ESM-2: layer n_layers is read after it) is refused: the SAE there
+    reads the normed stream, which the circuits leave out."""
     blocks = model._blocks
     if not 1 <= block <= len(blocks):
         raise ValueError(f"{model.name} has blocks 1..{len(blocks)}; got block {block}")
+    if block == len(blocks) and model._final_norm is not None:
+        raise ValueError(f"{model.name}: layer {block} is read after the final norm; the head analysis covers blocks "
+                         f"1..{block - 1}")
     attention = blocks[block - 1].attention
     self_attention, dense = attention.self, attention.output.dense
     n_heads = model.module.config.num_attention_heads
@@ -121,6 +138,7 @@ def block_attention(model, block: int) -> BlockAttention:
         ln_bias=None if norm is None else norm.bias.detach().float(),
         ln_eps=1e-5 if norm is None else norm.eps,
         inv_freq=inv_freq,
+        post_norms=[(norm.weight.detach().float(), norm.bias.detach().float()) for norm in post_norm_modules(model, block)],
     )
 
 

@@ -180,6 +180,35 @@ def test_ov_matrix_is_linear_in_the_source_direction(planted):
     assert float(ov[target, source]) == pytest.approx(expected, rel=1e-4)
 
 
+def test_latents_enter_the_heads_as_the_norm_of_the_stream(planted):
+    """An SAE that reconstructs exactly (latents +-e_i, all kept; input scale 3, random b_pre) under
+    a random pre-attention norm: the stream its codes give equals LayerNorm(x) when the reference
+    1/sigma is x's own."""
+    model, *_ = planted
+    att = block_attention(model, BLOCK)
+    generator = torch.Generator().manual_seed(5)
+    att.ln_weight = 1 + 0.3 * torch.randn(32, generator=generator)
+    att.ln_bias = 0.2 * torch.randn(32, generator=generator)
+    sae = TopKSAE(SAEConfig(d_model=32, n_latents=64, k=32, seed=0))
+    with torch.no_grad():
+        basis = torch.cat([torch.eye(32), -torch.eye(32)])
+        sae.W_dec.copy_(basis)
+        sae.W_enc.copy_(basis)
+        sae.b_enc.zero_()
+        sae.b_pre.copy_(torch.randn(32, generator=generator))
+        sae.input_scale.fill_(3.0)
+    x = torch.randn(1, 32, generator=generator) * 2
+    values, indices = sae.encode(x)
+    inputs = feature_inputs(att, sae, x)
+    torch.testing.assert_close(inputs.stream(values, indices), att.layer_norm(x), atol=1e-4, rtol=1e-4)
+
+
+def test_last_esm_block_is_refused(planted):
+    model, *_ = planted
+    with pytest.raises(ValueError, match="read after the final norm"):
+        block_attention(model, 3)
+
+
 def test_roles_from_profiles():
     window = 8
     uniform = np.full(17, 1 / 17)

@@ -12,6 +12,6 @@ tables = {name: pd.concat([pd.read_csv(path, sep="\t") for path in snakemake.inp
           for name in ("heads.tsv", "profiles.tsv", "ov.tsv.gz", "qk.tsv.gz")}
 for name, table in tables.items():
     write_tsv(table, snakemake.output[name.split(".")[0]])
-summary = heads_summary(tables["heads.tsv"])
+summary = heads_summary(tables["heads.tsv"], snakemake.params.window)
 log.info("roles: %s; agreement: %s", summary["roles"], summary["agreement"])
 write_json(snakemake.output.summary, summary)
