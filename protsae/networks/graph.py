@@ -40,16 +40,12 @@ def edge_rows(kind: str, source_layer: int, target_layer: int, table: pd.DataFra
     return rows[list(EDGE_COLUMNS)]
 
 
-def top_per_source(table: pd.DataFrame, n: int, by: str = "weight") -> pd.DataFrame:
-    """Each source's ``n`` rows with the largest |``by``| (ties: target)."""
-    order = np.lexsort((table["target"].to_numpy(), -np.abs(table[by].to_numpy(float)), table["source"].to_numpy()))
-    ordered = table.iloc[order]
-    return ordered.groupby("source", sort=False).head(n).reset_index(drop=True)
-
-
-def largest_per_source(table: pd.DataFrame, n: int, by: str) -> pd.DataFrame:
-    """Each source's ``n`` rows with the largest ``by`` (ties: target), in that order."""
-    order = np.lexsort((table["target"].to_numpy(), -table[by].to_numpy(float), table["source"].to_numpy()))
+def top_per_source(table: pd.DataFrame, n: int, by: str = "weight", absolute: bool = True) -> pd.DataFrame:
+    """Each source's ``n`` rows with the largest |``by``| (``absolute``) or ``by``, in that order
+    (ties: target)."""
+    values = table[by].to_numpy(float)
+    order = np.lexsort((table["target"].to_numpy(), -(np.abs(values) if absolute else values),
+                        table["source"].to_numpy()))
     return table.iloc[order].groupby("source", sort=False).head(n).reset_index(drop=True)
 
 

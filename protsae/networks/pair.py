@@ -17,7 +17,6 @@ from protsae.networks.decoder import best_decoder_matches
 from protsae.networks.graph import (
     EDGE_COLUMNS,
     edge_rows,
-    largest_per_source,
     top_per_source,
 )
 
@@ -54,7 +53,7 @@ def pair_edges(model, source_sae, source_layer: int, target_sae, target_layer: i
     log.info("co-activation: %d residues of %d proteins", counts.n_residues, len(coactivation_ids))
     coactivation = counts.edges(min_both)
     if coactivation_top is not None:
-        coactivation = largest_per_source(coactivation, coactivation_top, by="npmi")
+        coactivation = top_per_source(coactivation, coactivation_top, by="npmi", absolute=False)
     tables = [edge_rows("coactivation", source_layer, target_layer, coactivation, "npmi")]
     if not same:
         decoder = best_decoder_matches(source_sae.W_dec.detach().float().cpu().numpy(),

@@ -14,9 +14,9 @@ from protsae.models import STANDARD_RESIDUES
 from protsae.networks.graph import (
     EDGE_COLUMNS,
     coactivation_agreement,
-    largest_per_source,
     neighbour_lists,
     node_table,
+    top_per_source,
     write_graphml,
 )
 from protsae.networks.pair import pair_edges, sample_ids
@@ -155,5 +155,5 @@ def test_the_figure_draws_the_strongest_causal_edges(tmp_path):
 
 def test_largest_per_source_keeps_each_sources_highest_rows():
     table = pd.DataFrame({"source": [0, 0, 0, 1, 1], "target": [1, 2, 3, 1, 2], "npmi": [0.2, -0.9, 0.5, 0.1, 0.1]})
-    kept = largest_per_source(table, 2, by="npmi")
+    kept = top_per_source(table, 2, by="npmi", absolute=False)
     assert list(zip(kept["source"], kept["target"])) == [(0, 3), (0, 1), (1, 1), (1, 2)]  # -0.9 is not "strong"
