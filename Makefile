@@ -8,7 +8,7 @@ STAMP    = $(VENV)/.protsae-installed
 TOOLS    = mmseqs clustalo blastp chromium
 CORES   ?= all
 
-.PHONY: setup tools demo test lint dryrun bench-peers clean slurm-up slurm-down
+.PHONY: setup tools demo demo-antiberty test lint dryrun bench-peers clean slurm-up slurm-down
 
 setup: $(STAMP) tools
 
@@ -40,6 +40,10 @@ tools:
 
 demo: setup
 	$(BIN)/snakemake --cores $(CORES)
+
+# The transformer demo: AntiBERTy on real antibody heavy chains, stages 1-3 and the attention heads.
+demo-antiberty: setup
+	$(BIN)/snakemake --cores $(CORES) --configfile config/antiberty.yaml
 
 # Under CI=true the SLURM tests (tests/workflow/test_slurm.py) must run: bring up the one-node
 # SLURM first and take it down after, whatever the tests say. Elsewhere they run when a SLURM
