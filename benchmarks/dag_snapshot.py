@@ -28,7 +28,8 @@ import yaml
 from protsae.spec import user_inputs
 
 REPO = Path(__file__).resolve().parent.parent
-WORKFLOW_PARTS = ["Snakefile", "rules", "config", "workflow", "envs", "resources/demo"]
+WORKFLOW_PARTS = ["Snakefile", "rules", "config", "workflow", "envs", "resources/demo", "resources/antibody",
+                  "resources/throughputs"]
 
 
 def _plain(value):

@@ -80,6 +80,7 @@ def test_published_saes_alone_need_no_sweep(tmp_path):
         config["concepts"]["figure"] = {"per_layer": PUBLISHED_SWEEP, "k": None, "width": None}
         config["probes"].update(sweeps=None, figure_sweep=PUBLISHED_SWEEP)
         config["networks"] = {"sweep": None}  # no layer sweep: no feature network
+        config["heads"] = {"sweep": None}  # ... and no heads read through one
 
     config, proc = published_dry_run(tmp_path, published_only)
     jobs = planned_jobs(proc.stdout + proc.stderr)
