@@ -1,5 +1,6 @@
 # Config look-ups and input functions shared by the stage rules. Nothing heavy is imported here
 # (no torch, pyarrow or transformers), so building the DAG of a paper-scale config takes seconds.
+import functools
 import itertools
 import os
 import re
@@ -688,9 +689,16 @@ NETWORK = f"{RESULTS}/networks/{EVALSET}/{NETWORK_SWEEP}"
 NETWORK_FIGURE = "fig11_feature_network"
 
 
+@functools.cache
+def layer_specs(sweep):
+    """Layer -> the SAE of that layer in ``sweep``, one per layer (`_check_layer_sweep`); the
+    networks and the heads read it from their input functions, once per job, so it is kept."""
+    return {spec.layer: spec for spec in sweep_specs(sweep)}
+
+
 def network_specs():
     """Layer -> the network sweep's SAE of that layer."""
-    return {spec.layer: spec for spec in sweep_specs(NETWORK_SWEEP)}
+    return layer_specs(NETWORK_SWEEP)
 
 
 def network_pairs():
@@ -758,7 +766,7 @@ HEADS_FIGURE = "fig12_head_roles"
 
 def head_specs():
     """Layer -> the heads sweep's SAE of that layer."""
-    return {spec.layer: spec for spec in sweep_specs(HEADS_SWEEP)}
+    return layer_specs(HEADS_SWEEP)
 
 
 def head_blocks():
@@ -790,13 +798,10 @@ def head_targets():
 def _check_heads():
     if HEADS_SWEEP is None:
         return
-    _check_sweep_name("heads.sweep", HEADS_SWEEP)
+    layers = _check_layer_sweep("heads.sweep", HEADS_SWEEP)
     if HEADS_DATASET not in (*config["datasets"], EVALSET, *PROBE_DATASETS):
         raise ValueError(f"heads.dataset is {HEADS_DATASET!r}: not a key of 'datasets', the evaluation set or a "
                          f"probe task's dataset")
-    layers = [spec.layer for spec in sweep_specs(HEADS_SWEEP)]
-    if len(set(layers)) != len(layers):
-        raise ValueError(f"heads.sweep: sweep {HEADS_SWEEP!r} has more than one SAE per layer (one k and one width)")
     if not head_blocks():
         raise ValueError(f"heads.sweep: sweep {HEADS_SWEEP!r} has layers {sorted(layers)}; the head analysis needs "
                          f"two adjacent layers (a block's input l - 1 and output l), or set heads.sweep: null")
@@ -805,15 +810,20 @@ def _check_heads():
 def _check_network():
     if NETWORK_SWEEP is None:
         return
-    _check_sweep_name("networks.sweep", NETWORK_SWEEP)
-    specs = sweep_specs(NETWORK_SWEEP)
-    layers = [spec.layer for spec in specs]
-    if len(set(layers)) != len(layers):
-        raise ValueError(f"networks.sweep: sweep {NETWORK_SWEEP!r} has more than one SAE per layer (one k and one "
-                         f"width make a network)")
+    layers = _check_layer_sweep("networks.sweep", NETWORK_SWEEP)
     if len(layers) < 2 and not config["networks"]["within_layer"]:
         raise ValueError(f"networks.sweep: sweep {NETWORK_SWEEP!r} has one layer and networks.within_layer is false: "
                          f"no edges to compute")
+
+
+def _check_layer_sweep(key, name):
+    """The layers of sweep ``name`` (config key ``key``), which must exist and hold one SAE per
+    layer (one k and one width)."""
+    _check_sweep_name(key, name)
+    layers = [spec.layer for spec in sweep_specs(name)]
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"{key}: sweep {name!r} has more than one SAE per layer (one k and one width)")
+    return layers
 
 
 def _check_sweep_name(key, name):
