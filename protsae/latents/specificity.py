@@ -593,6 +593,12 @@ def _ratio_or_zero(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray
     return out
 
 
+def family_specific(table: pd.DataFrame, f1_cutoff: float = 0.7) -> pd.DataFrame:
+    """The rows of a `family_f1_sweep` table whose latent is family-specific: scored, test F1 >
+    ``f1_cutoff``."""
+    return table[(table["status"] == "scored") & (table["test_f1"] > f1_cutoff)]
+
+
 def summarise_family_f1(table: pd.DataFrame, f1_cutoff: float = 0.7) -> dict:
     """Counts and shares of a `family_f1_sweep` table; family-specific means test F1 > f1_cutoff.
 
@@ -602,7 +608,7 @@ def summarise_family_f1(table: pd.DataFrame, f1_cutoff: float = 0.7) -> dict:
     scored latents; NaN when none), f1_cutoff.
     """
     scored = table[table["status"] == "scored"]
-    specific = scored[scored["test_f1"] > f1_cutoff]
+    specific = family_specific(table, f1_cutoff)
     n_latents, n_scored, n_specific = len(table), len(scored), len(specific)
     return {
         "n_latents": n_latents,
@@ -637,7 +643,7 @@ def gap_candidates(
     sorted by test_f1 (descending), latent, rank.
     """
     problem = _prepare(maxima, split, labels)
-    specific = table[(table["status"] == "scored") & (table["test_f1"] > f1_cutoff)]
+    specific = family_specific(table, f1_cutoff)
     latent_ids = specific["latent"].to_numpy(dtype=np.int64)
     is_specific = np.zeros(maxima.n_latents, dtype=bool)
     is_specific[latent_ids] = True

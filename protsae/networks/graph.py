@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from xml.sax.saxutils import quoteattr
+from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
 from protsae.files import atomic_path
+from protsae.latents.specificity import family_specific
 
 EDGE_COLUMNS = ("kind", "source_layer", "source", "target_layer", "target", "weight",
                 "n_source", "n_target", "n_both", "jaccard", "n_active")
@@ -58,8 +59,7 @@ def node_table(layers: Sequence[int], n_latents: Mapping[int, int], family: Mapp
         nodes = pd.DataFrame({"layer": layer, "latent": np.arange(n_latents[layer])})
         pattern = patterns[layer].set_index("latent")["pattern"]
         nodes["pattern"] = pattern.reindex(nodes["latent"]).fillna("unknown").to_numpy()
-        scored = family[layer][(family[layer]["status"] == "scored") & (family[layer]["test_f1"] > f1_min)]
-        scored = scored.set_index("latent")
+        scored = family_specific(family[layer], f1_min).set_index("latent")
         nodes["family"] = scored["family"].reindex(nodes["latent"]).fillna("").to_numpy()
         nodes["family_name"] = scored["family_name"].reindex(nodes["latent"]).fillna("").to_numpy()
         nodes["test_f1"] = scored["test_f1"].reindex(nodes["latent"]).to_numpy(float)
@@ -121,8 +121,6 @@ def write_graphml(path: str | os.PathLike, nodes: pd.DataFrame, edges: pd.DataFr
 
 
 def _text(value) -> str:
-    from xml.sax.saxutils import escape
-
     return escape(str(value))
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from protsae.codes.maxima import MaxActivations
+from protsae.latents.specificity import family_specific
 
 SOURCE_COLUMNS = ("latent", "why")
 
@@ -18,7 +19,7 @@ SOURCE_COLUMNS = ("latent", "why")
 def family_sources(f1_table: pd.DataFrame, f1_min: float) -> pd.DataFrame:
     """Family-specific latents of one SAE's family F1 table, best test F1 first: latent, why
     (``family:<accession> <name> (F1 0.93)``)."""
-    scored = f1_table[(f1_table["status"] == "scored") & (f1_table["test_f1"] > f1_min)]
+    scored = family_specific(f1_table, f1_min)
     scored = scored.sort_values(["test_f1", "latent"], ascending=[False, True], kind="stable")
     why = [f"family:{row.family} {row.family_name} (F1 {row.test_f1:.2f})" for row in scored.itertuples()]
     return pd.DataFrame({"latent": scored["latent"].astype(np.int64).to_numpy(), "why": why})

@@ -24,6 +24,7 @@ from protsae.activations.batches import token_budget_batches
 from protsae.codes.maxima import MaxActivations
 from protsae.latents.evalset import read_split
 from protsae.latents.patterns import top_sequences
+from protsae.latents.specificity import family_specific
 from protsae.models import ProteinLM
 from protsae.sequences.fasta import FastaRecord
 from protsae.steering.consensus import Alignment, blast_hits, run_clustalo
@@ -70,7 +71,7 @@ def family_specific_latents(f1_table: pd.DataFrame, top: Sequence[Sequence[str]]
                             source: str = "family_f1.tsv") -> pd.DataFrame:
     """latent, family, family_name, test_f1 and top (the latent's top test sequences, a list) of
     every latent with test F1 above ``f1_min`` and at least one top sequence."""
-    scored = f1_table[(f1_table["status"] == "scored") & (f1_table["test_f1"] > f1_min)]
+    scored = family_specific(f1_table, f1_min)
     rows = []
     for row in scored.itertuples():
         if not 0 <= row.latent < len(top):
