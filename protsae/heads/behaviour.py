@@ -59,6 +59,13 @@ def block_inputs(model, block: int, sequences: Sequence[str], max_tokens: int, p
 
 
 @torch.no_grad()
+def block_codes(sae, batches) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """SAE ``sae``'s (values, indices) of each batch's residues (`block_inputs`), in the order
+    ``x[tokens.residue_mask]`` gives them: encoded once, read by the source choice and the pass."""
+    return [sae.encode(x[tokens.residue_mask]) for tokens, x in batches]
+
+
+@torch.no_grad()
 def post_norm_scales(model, block: int, batches) -> list[float]:
     """Per norm of `post_norm_modules` (BERT's post-LNs), the mean over the residues of ``batches``
     of its ``1/sigma``: the reference scales folded into SAE B's encoder rows."""
@@ -94,12 +101,12 @@ def _shifted(x: torch.Tensor, offset: int, axis: int) -> tuple[torch.Tensor, tor
 
 
 @torch.no_grad()
-def head_behaviour(att: BlockAttention, sae_a, inputs: FeatureInputs, decoder_a: torch.Tensor,
+def head_behaviour(att: BlockAttention, codes, inputs: FeatureInputs, decoder_a: torch.Tensor,
                    encoder_b: torch.Tensor, batches, sources: Sequence[int], window: int = 8,
                    progress: bool = False) -> Behaviour:
     """Profiles and frozen-pattern OV of every head of ``att`` over ``batches`` (`block_inputs`).
 
-    decoder_a: SAE A's decoder rows in stream units (for the removal); encoder_b: SAE B's encoder
+    codes: SAE A's codes of the batches (`block_codes`). decoder_a: SAE A's decoder rows in stream units (for the removal); encoder_b: SAE B's encoder
     rows as the heads' write reaches them (`features.output_encoder`)."""
     offsets = range(-window, window + 1)
     n_heads, n_off = att.n_heads, len(offsets)
@@ -109,12 +116,12 @@ def head_behaviour(att: BlockAttention, sae_a, inputs: FeatureInputs, decoder_a:
     ov_measured = torch.zeros(n_heads, len(sources), encoder_b.shape[0], dtype=torch.float64)
     ov_amount = torch.zeros(n_heads, len(sources), dtype=torch.float64)
     n_queries = 0
-    for tokens, x in tqdm(batches, desc=f"block {att.block} heads", unit="batch", disable=not progress,
-                          mininterval=2.0):
+    for (tokens, x), (values, indices) in tqdm(zip(batches, codes), total=len(batches),
+                                               desc=f"block {att.block} heads", unit="batch",
+                                               disable=not progress, mininterval=2.0):
         residues = tokens.residue_mask
         pattern = attention_pattern(att, x, tokens.attention_mask)  # (batch, heads, query, key)
         x_res = x[residues]
-        values, indices = sae_a.encode(x_res)
         stream = torch.zeros_like(x)
         stream[residues] = inputs.stream(values, indices).to(x.dtype)
         q = att.project(stream, "Q") * att.scale  # (batch, tokens, heads, d_head)

@@ -11,7 +11,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from protsae.heads.behaviour import block_inputs, head_behaviour, post_norm_scales
+from protsae.heads.behaviour import (
+    block_codes,
+    block_inputs,
+    head_behaviour,
+    post_norm_scales,
+)
 from protsae.heads.features import (
     CONSTANT,
     feature_inputs,
@@ -53,19 +58,19 @@ def _largest(matrix: torch.Tensor, n: int) -> tuple[np.ndarray, np.ndarray, np.n
     return rows, columns, flat[order]
 
 
-def frequent_latents(sae, batches, n: int) -> list[int]:
-    """The ``n`` latents of ``sae`` active in the most of the proteins of ``batches``
-    (`block_inputs`; ties: more active residues, then the lower index): the source latents whose
-    OV rows and QK pairs are tabulated and checked."""
-    n_latents = sae.cfg.n_latents
+def frequent_latents(batches, codes, n_latents: int, n: int) -> list[int]:
+    """The ``n`` latents active in the most of the proteins of ``batches`` (`block_inputs`), from
+    their codes (`block_codes`; ties: more active residues, then the lower index): the source
+    latents whose OV rows and QK pairs are tabulated and checked."""
     proteins = torch.zeros(n_latents, dtype=torch.long)
     residues = torch.zeros(n_latents, dtype=torch.long)
-    for tokens, x in batches:
-        for row in range(x.shape[0]):
-            values, indices = sae.encode(x[row][tokens.residue_mask[row]].to(sae.W_dec.device))
-            active = indices[values > 0].cpu()
-            residues += torch.bincount(active, minlength=n_latents)
-            proteins[active.unique()] += 1
+    for (tokens, _), (values, indices) in zip(batches, codes):
+        row = tokens.residue_mask.nonzero()[:, 0]  # the protein of each residue, in code order
+        active = values > 0
+        latent = indices[active].cpu()
+        residues += torch.bincount(latent, minlength=n_latents)
+        pairs = torch.unique(row[:, None].expand_as(indices)[active].cpu() * n_latents + latent)
+        proteins += torch.bincount(pairs % n_latents, minlength=n_latents)
     order = np.lexsort((np.arange(n_latents), -residues.numpy(), -proteins.numpy()))
     return [int(latent) for latent in order[:n] if proteins[latent] > 0]
 
@@ -82,20 +87,21 @@ def analyse_block(model, block: int, sae_a, sae_b, sequences: Sequence[str], sou
     QK tables, as latent -1."""
     device = sae_a.W_dec.device
     att = block_attention(model, block).to(device)
-    batches = block_inputs(model, block, sequences, max_tokens, progress=progress)
+    batches = [(tokens, x.to(device)) for tokens, x in block_inputs(model, block, sequences, max_tokens,
+                                                                    progress=progress)]
+    codes = block_codes(sae_a, batches)
     if isinstance(sources, int):
-        sources = frequent_latents(sae_a, batches, sources)
+        sources = frequent_latents(batches, codes, sae_a.cfg.n_latents, sources)
     sources = [int(s) for s in sources]
     source_index = torch.tensor(sources, dtype=torch.long, device=device)
-    reference = torch.cat([x[tokens.residue_mask] for tokens, x in batches]).to(device)
+    reference = torch.cat([x[tokens.residue_mask] for tokens, x in batches])
     inputs = feature_inputs(att, sae_a, reference)
     log.info("block %d: %d heads, %d residues; reference 1/sigma %.4g", block, att.n_heads, len(reference),
              inputs.inv_sigma)
     decoder_a, _, _ = sae_input_maps(sae_a)
     post_inv_sigma = post_norm_scales(model, block, batches)
     encoder_b = output_encoder(att, sae_input_maps(sae_b)[2], post_inv_sigma)
-    behaviour = head_behaviour(att, sae_a, inputs, decoder_a, encoder_b,
-                               [(tokens, x.to(device)) for tokens, x in batches], sources, window=window,
+    behaviour = head_behaviour(att, codes, inputs, decoder_a, encoder_b, batches, sources, window=window,
                                progress=progress)
     matches = best_decoder_matches(decoder_a[source_index].cpu().numpy(), sae_b.W_dec.detach().float().cpu().numpy())
     match = matches["target"].to_numpy()

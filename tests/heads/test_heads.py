@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from protsae.heads.behaviour import block_inputs
+from protsae.heads.behaviour import block_codes, block_inputs
 from protsae.heads.block import analyse_block, frequent_latents
 from protsae.heads.features import (
     CONSTANT,
@@ -151,7 +151,7 @@ def test_planted_head_is_previous_residue_and_maps_source_to_target(planted):
 def test_sources_are_the_latents_active_in_most_proteins(planted):
     model, sae_a, sae_b, source, _ = planted
     batches = block_inputs(model, BLOCK, SEQUENCES, 4096)
-    chosen = frequent_latents(sae_a, batches, 5)
+    chosen = frequent_latents(batches, block_codes(sae_a, batches), 32, 5)
     assert chosen[0] == source  # the planted source was chosen as the most frequent latent
     counts = {}
     for tokens, x in batches:
