@@ -13,13 +13,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from protsae.figures.latents import PATTERN_STYLE  # noqa: E402
 from protsae.figures.style import save  # noqa: E402
 from protsae.networks.graph import node_id  # noqa: E402
 
-PATTERN_COLOURS = {"point": "#d62728", "periodic": "#2ca02c", "motif_short": "#ffbb78", "motif_medium": "#ff7f0e",
-                   "motif_long": "#8c564b", "whole": "#9467bd", "other": "#1f77b4", "not_enough_data": "#cccccc",
-                   "dead": "#7f7f7f", "unknown": "#eeeeee"}
-"""One colour per pattern class (protsae.latents.patterns.REPORT_ORDER), in that order."""
+UNKNOWN_COLOUR = "#eeeeee"
+"""A latent with no pattern table row; the classes take their colours from the latent figures."""
+
+
+def _colour(pattern: str) -> str:
+    return PATTERN_STYLE[pattern][1] if pattern in PATTERN_STYLE else UNKNOWN_COLOUR
 
 
 def strongest_subnetwork(edges: pd.DataFrame, n_edges: int) -> pd.DataFrame:
@@ -60,7 +63,7 @@ def network_figure(edges: pd.DataFrame, nodes: pd.DataFrame, path: str | os.Path
                                     color="#c0392b" if row.weight > 0 else "#2471a3", shrinkA=5, shrinkB=5))
     for (layer, latent), (x, y) in position.items():
         node = described.loc[node_id(layer, latent)]
-        ax.scatter([x], [y], s=70, color=PATTERN_COLOURS.get(node["pattern"], PATTERN_COLOURS["unknown"]),
+        ax.scatter([x], [y], s=70, color=_colour(node["pattern"]),
                    edgecolor="black", linewidth=0.5, zorder=2)
         label = f"{latent}" + (f" {str(node['family_name'])[:22]}" if node["family_name"] else "")
         ax.text(x + 0.04, y, label, fontsize=6.5, va="center", zorder=3)
@@ -70,9 +73,10 @@ def network_figure(edges: pd.DataFrame, nodes: pd.DataFrame, path: str | os.Path
     ax.set_yticks([])
     for side in ("top", "right", "left"):
         ax.spines[side].set_visible(False)
-    present = [name for name in PATTERN_COLOURS if name in set(described.loc[
-        [node_id(layer, latent) for layer, latent in position], "pattern"])]
-    handles = [plt.Line2D([], [], marker="o", linestyle="", color=PATTERN_COLOURS[name], label=name) for name in present]
+    shown_patterns = set(described.loc[[node_id(layer, latent) for layer, latent in position], "pattern"])
+    present = [name for name in [*PATTERN_STYLE, "unknown"] if name in shown_patterns]
+    handles = [plt.Line2D([], [], marker="o", linestyle="", color=_colour(name),
+                          label=PATTERN_STYLE.get(name, (name,))[0]) for name in present]
     handles += [plt.Line2D([], [], color="#c0392b", label="raises target"),
                 plt.Line2D([], [], color="#2471a3", label="lowers target")]
     ax.legend(handles=handles, title="pattern class / edge", fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
