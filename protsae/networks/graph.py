@@ -144,3 +144,31 @@ def coactivation_agreement(edges: pd.DataFrame, top: int = 5) -> dict:
     return {"n_causal_pairs": int(len(causal)), "n_with_npmi": int(len(joined)), "spearman_npmi_effect": rho,
             "top": top, "n_sources": len(shares),
             "top_overlap": float(np.mean(shares)) if shares else float("nan")}
+
+
+def network_summary(edges: pd.DataFrame, nodes: pd.DataFrame, sources: pd.DataFrame, layers: Sequence[int],
+                    agreement_top: int = 5, n_strongest: int = 15) -> dict:
+    """What a network holds: edge counts by kind and by layer pair, the causal sources chosen (and
+    how many had proteins), the ``n_strongest`` causal edges with their latents' families and
+    pattern classes, and `coactivation_agreement`."""
+    described = nodes.set_index("node")
+    causal = edges[edges["kind"] == "causal"]
+    strongest = causal.iloc[np.argsort(-np.abs(causal["weight"].to_numpy()), kind="stable")[:n_strongest]]
+    top = []
+    for row in strongest.itertuples(index=False):
+        source, target = node_id(row.source_layer, row.source), node_id(row.target_layer, row.target)
+        top.append({"source": source, "target": target, "effect": float(row.weight), "n_active": int(row.n_active),
+                    "source_family": described.loc[source, "family_name"],
+                    "source_pattern": described.loc[source, "pattern"],
+                    "target_family": described.loc[target, "family_name"],
+                    "target_pattern": described.loc[target, "pattern"]})
+    counts = edges.groupby(["kind", "source_layer", "target_layer"]).size()
+    return {
+        "layers": list(layers),
+        "edges_by_kind": {kind: int(n) for kind, n in edges["kind"].value_counts().items()},
+        "edges_by_pair": [{"kind": kind, "source_layer": int(s), "target_layer": int(t), "n": int(n)}
+                          for (kind, s, t), n in counts.items()],
+        "n_sources": int(len(sources)), "sources_with_proteins": int((sources["n_proteins"] > 0).sum()),
+        "strongest_causal": top,
+        "agreement": coactivation_agreement(edges, top=agreement_top),
+    }

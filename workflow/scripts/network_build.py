@@ -4,15 +4,13 @@ strongest causal edges, how well co-activation predicts them)."""
 
 import json
 
-import numpy as np
 import pandas as pd
 
 from protsae.files import atomic_path, write_json, write_tsv
 from protsae.logs import setup_logging
 from protsae.networks.graph import (
-    coactivation_agreement,
     neighbour_lists,
-    node_id,
+    network_summary,
     node_table,
     write_graphml,
 )
@@ -37,25 +35,6 @@ for layer, path in zip(layers, snakemake.output.neighbours):
 graph_edges = edges[(edges["kind"] != "coactivation") | (edges["weight"] >= settings["graphml_min_npmi"])]
 write_graphml(snakemake.output.graphml, nodes, graph_edges)
 
-described = nodes.set_index("node")
-causal = edges[edges["kind"] == "causal"]
-strongest = causal.iloc[np.argsort(-np.abs(causal["weight"].to_numpy()), kind="stable")[:15]]
-top = []
-for row in strongest.itertuples(index=False):
-    source, target = described.loc[node_id(row.source_layer, row.source)], described.loc[node_id(row.target_layer, row.target)]
-    top.append({"source": node_id(row.source_layer, row.source), "target": node_id(row.target_layer, row.target),
-                "effect": float(row.weight), "n_active": int(row.n_active),
-                "source_family": source["family_name"], "source_pattern": source["pattern"],
-                "target_family": target["family_name"], "target_pattern": target["pattern"]})
-counts = edges.groupby(["kind", "source_layer", "target_layer"]).size()
-summary = {
-    "layers": layers,
-    "edges_by_kind": {kind: int(n) for kind, n in edges["kind"].value_counts().items()},
-    "edges_by_pair": [{"kind": kind, "source_layer": int(s), "target_layer": int(t), "n": int(n)}
-                      for (kind, s, t), n in counts.items()],
-    "n_sources": int(len(sources)), "sources_with_proteins": int((sources["n_proteins"] > 0).sum()),
-    "strongest_causal": top,
-    "agreement": coactivation_agreement(edges, top=settings["agreement_top"]),
-}
+summary = network_summary(edges, nodes, sources, layers, agreement_top=settings["agreement_top"])
 write_json(snakemake.output.summary, summary)
 log.info("edges by kind: %s; agreement: %s", summary["edges_by_kind"], summary["agreement"])
