@@ -11,7 +11,7 @@ This module imports nothing heavy: the workflow imports it while it builds the D
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Mapping
 
 SAE_FOLDER = "layer{layer}/{variant}_k{k}_w{width}"
@@ -49,15 +49,17 @@ class SAESpec:
     @property
     def name(self) -> str:
         """``<variant>_k<K>_w<W>``: unique within a layer and training dataset."""
-        return SAE_NAME.format(**self.as_dict())
+        return SAE_NAME.format(variant=self.variant, k=self.k, width=self.width)
 
     @property
     def folder(self) -> str:
         """``layer<L>/<variant>_k<K>_w<W>``."""
-        return SAE_FOLDER.format(**self.as_dict())
+        return SAE_FOLDER.format(variant=self.variant, layer=self.layer, k=self.k, width=self.width)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        # Spelled out: dataclasses.asdict deep-copies, and the DAG of a paper config calls this
+        # thousands of times.
+        return {"variant": self.variant, "layer": self.layer, "k": self.k, "width": self.width, "dataset": self.dataset}
 
     def coordinates(self) -> dict:
         """Where the SAE sits in the sweeps: variant, layer, k, width (the summary tables' keys)."""

@@ -154,15 +154,18 @@ def sweep_config(name):
     raise ValueError(f"no sweep named {name!r} under sae.sweeps")
 
 
+# The sweep look-ups are cached (the config is fixed once the DAG is built): a paper config's input
+# functions ask for them thousands of times. They return tuples, so no caller can change the cache.
+@functools.cache
 def sweep_specs(name):
     """The SAEs of one config sweep (its layers x k x width grid), or the published SAEs."""
     if name == PUBLISHED_SWEEP and PUBLISHED:
-        return [published_spec(entry, TRAIN_DATASET) for entry in PUBLISHED]
+        return tuple(published_spec(entry, TRAIN_DATASET) for entry in PUBLISHED)
     sweep = sweep_config(name)
-    return [
+    return tuple(
         SAESpec(variant=sweep["variant"], layer=layer, k=k, width=width, dataset=TRAIN_DATASET)
         for layer, k, width in itertools.product(sweep["layers"], sweep["k"], sweep["width"])
-    ]
+    )
 
 
 def sweep_names():
@@ -173,8 +176,12 @@ def sweep_names():
 def sae_specs(names=None):
     """Every SAE the sweeps ask for (those named, or all, the published ones last), once, in the
     order the sweeps list them."""
-    names = names if names is not None else sweep_names()
-    return list(dict.fromkeys(spec for name in names for spec in sweep_specs(name)))
+    return _sae_specs(tuple(names if names is not None else sweep_names()))
+
+
+@functools.cache
+def _sae_specs(names):
+    return tuple(dict.fromkeys(spec for name in names for spec in sweep_specs(name)))
 
 
 def plotted_sweeps():
@@ -240,7 +247,7 @@ def encoded_specs():
     if EVALSET is not None:
         needed[EVALSET] = sae_specs()
     for task in PROBE_TASKS:
-        needed[probe_dataset(task)] = list(dict.fromkeys(needed.get(probe_dataset(task), []) + probe_sae_specs()))
+        needed[probe_dataset(task)] = list(dict.fromkeys([*needed.get(probe_dataset(task), []), *probe_sae_specs()]))
     if STRUCTURE_DATASET is not None:
         needed[STRUCTURE_DATASET] = sae_specs()
     for dataset in CONCEPT_DATASETS:
@@ -431,6 +438,11 @@ def probe_sae_specs():
     return sae_specs(config["probes"]["sweeps"])
 
 
+@functools.cache
+def _probed_by_name():
+    return {(spec.layer, spec.name): spec for spec in probe_sae_specs()}
+
+
 def probe_fits():
     """(task, layer, features) of every probe: raw activations at every layer, and every probed SAE."""
     fits = [(task, layer, "raw") for task in PROBE_TASKS for layer in LAYERS]
@@ -458,9 +470,9 @@ def probe_fit_spec(wc):
     """The SAE whose latents a probe job reads (None for raw activations)."""
     if wc.features == "raw":
         return None
-    for spec in probe_sae_specs():
-        if spec.layer == int(wc.layer) and spec.name == wc.features:
-            return spec
+    spec = _probed_by_name().get((int(wc.layer), wc.features))
+    if spec is not None:
+        return spec
     raise ValueError(f"probe features {wc.features!r} at layer {wc.layer} are not an SAE of probes.sweeps")
 
 

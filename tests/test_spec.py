@@ -1,5 +1,7 @@
 """The SAE spec names every per-SAE folder; the layout spells each path pattern once."""
 
+import dataclasses
+
 import pytest
 
 from protsae.spec import SAE_FOLDER, Layout, SAESpec
@@ -29,6 +31,7 @@ def test_spec_round_trips_through_wildcards_and_result_files():
     wildcards = {"variant": "topk", "layer": "3", "k": "32", "width": "2048"}
     assert SAESpec.from_wildcards(wildcards, dataset="uniref50") == SPEC
     assert SAESpec.from_dict(SPEC.as_dict() | {"extra": 1}) == SPEC
+    assert SPEC.as_dict() == dataclasses.asdict(SPEC)  # spelled out for speed, so it must not drift
     assert SPEC.coordinates() == {"variant": "topk", "layer": 3, "k": 32, "width": 2048}
     with pytest.raises(KeyError):
         SAESpec.from_wildcards(wildcards)  # no dataset wildcard and none given
