@@ -143,6 +143,25 @@ class ProteinLM(abc.ABC):
         with self._autocast():
             return self._run(batch, {}, stop_after=None).float()
 
+    @torch.no_grad()
+    def logits_and_hidden(self, batch: TokenBatch, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """`logits` and, from the same forward pass, ``layer``'s output (as the layers above read
+        it), to resume from there with `logits_from`."""
+        self._check_layer(layer)
+        capture: dict[int, torch.Tensor] = {layer: None}
+        with self._autocast():
+            logits = self._run(batch, capture, stop_after=None)
+        return logits.float(), capture[layer]
+
+    @torch.no_grad()
+    def logits_from(self, layer: int, output: torch.Tensor, batch: TokenBatch) -> torch.Tensor:
+        """LM-head logits (batch, tokens, n_classes) float32 when the layers above ``layer`` read
+        ``output`` (batch, tokens, d_model) for ``batch``; the edits of the layers above apply.
+        Here the whole model runs with that layer's output replaced; an adapter that can resume
+        at a layer (UniRep) runs only the layers above it, with the same result."""
+        with self.replace_layer_output(layer, lambda _: output):
+            return self.logits(batch)
+
     @contextlib.contextmanager
     def replace_layer_output(self, layer: int, edit: LayerEdit) -> Iterator[None]:
         """Within the block, the layers above ``layer`` (and the LM head) read ``edit(output)``

@@ -237,5 +237,17 @@ class UniRep(ProteinLM):
                 return None
         return net.head(activations)
 
+    @torch.no_grad()
+    def logits_from(self, layer: int, output: torch.Tensor, batch: TokenBatch) -> torch.Tensor:
+        """Only the mLSTM layers above ``layer`` and the head run: the recurrence of a layer reads
+        nothing but the layer below it."""
+        self._check_layer(layer)
+        net = self._net
+        activations = output.to(net.head_w.dtype)
+        with self._autocast():
+            for above, mlstm in enumerate(net.layers[layer:], start=layer + 1):
+                activations = self._apply(above, mlstm(activations), {})
+            return net.head(activations).float()
+
     def describe(self) -> dict:
         return {**super().describe(), "licence": LICENCE}

@@ -156,10 +156,12 @@ def splice_metrics(
     """LM loss with the SAE spliced in at ``layer``, against the clean model and zero-ablation.
 
     sequences: (seq_id, residues) pairs, e.g. from `heldout_sequences`. Every batch (token budget
-    ``max_tokens`` over length-sorted sequences) runs four forward passes, one per condition of
-    `CONDITIONS`, on the same inputs. For a masked LM the inputs have `mask_positions` replaced by
-    the mask token and only those positions are scored; the SAE then reads (and fvu/l0 describe)
-    the layer's activations of that masked input, the ones the loss depends on.
+    ``max_tokens`` over length-sorted sequences) runs once clean, keeping the layer's output, and
+    once more per other condition of `CONDITIONS` from that output edited, on the same inputs
+    (`ProteinLM.logits_from`: only the layers above ``layer`` where the model can resume there).
+    For a masked LM the inputs have `mask_positions` replaced by the mask token and only those
+    positions are scored; the SAE then reads (and fvu/l0 describe) the layer's activations of
+    that masked input, the ones the loss depends on.
 
     Returns ce_clean, ce_sae, ce_sae_plus_error, ce_zero (mean nats per predicted token),
     delta_ce, delta_ce_with_error, loss_recovered, kl_sae, kl_sae_plus_error, kl_zero (mean KL
@@ -184,14 +186,15 @@ def splice_metrics(
         seqs = [sequences[i][1] for i in index_batch]
         batch, targets = _masked_inputs(model, ids, seqs, mask_prob, seed)
         n_predicted += int((targets != IGNORE_INDEX).sum())
-        clean_logits = model.logits(batch)
+        # The clean pass keeps the layer's output; each condition resumes from its edited copy,
+        # so the layers below run once (the same numbers as a whole edited forward pass).
+        clean_logits, output = model.logits_and_hidden(batch, layer)
         scored = (targets != IGNORE_INDEX).to(clean_logits.device)
         ce_sums["clean"] += _summed_ce(clean_logits, targets)
         clean_scored = clean_logits[scored]
         for condition in CONDITIONS[1:]:
             edit = residue_edit(condition, sae, batch.residue_mask, stats if condition == "sae" else None)
-            with model.replace_layer_output(layer, edit):
-                logits = model.logits(batch)
+            logits = model.logits_from(layer, edit(output).to(output.dtype), batch)
             ce_sums[condition] += _summed_ce(logits, targets)
             kl_sums[condition] += float(token_kl_divergence(clean_scored, logits[scored]).sum())
         bar.update(sum(len(s) for s in seqs))
