@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from protsae.codes.encode import sae_placement
-from protsae.models import STANDARD_RESIDUES, LayerEdit, ProteinLM
+from protsae.models import STANDARD_RESIDUES, LayerEdit, ProteinLM, TokenBatch
 
 
 @dataclass(frozen=True)
@@ -44,17 +44,25 @@ def _decode(sae, vals: torch.Tensor, idx: torch.Tensor, x: torch.Tensor) -> torc
     return sae.decode(vals, idx)
 
 
-def steer_rows(sae, x: torch.Tensor, clamp: Clamp | None) -> torch.Tensor:
+def sae_codes(sae, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(pre-activations, kept values, kept indices) of ``x`` under ``sae``: what `steer_rows`
+    clamps, computed once for several clamps of the same rows."""
+    with torch.no_grad():
+        pre = sae.pre_acts(x)
+        return (pre, *sae.select(pre))
+
+
+def steer_rows(sae, x: torch.Tensor, clamp: Clamp | None, codes: tuple | None = None) -> torch.Tensor:
     """Activations ``(n, d_model)`` with ``clamp`` applied through ``sae`` (the delta form);
-    ``x`` itself is not modified. ``clamp=None`` returns a copy of ``x``."""
+    ``x`` itself is not modified. ``clamp=None`` returns a copy of ``x``. ``codes``: `sae_codes`
+    of ``x`` when already at hand."""
     if clamp is None:
         return x.clone()
     n_latents = sae.W_dec.shape[0]
     if not 0 <= clamp.latent < n_latents:
         raise ValueError(f"latent {clamp.latent} is out of range: the SAE has {n_latents} latents")
     with torch.no_grad():
-        pre = sae.pre_acts(x)
-        vals, idx = sae.select(pre)
+        pre, vals, idx = codes if codes is not None else sae_codes(sae, x)
         clamped = pre.clone()
         if clamp.only_where_active:
             rows = ((idx == clamp.latent) & (vals > 0)).any(-1)
@@ -124,13 +132,57 @@ def read_out(model: ProteinLM, sequences: Sequence[str], sae=None, layer: int | 
     if clamp is not None and (sae is None or layer is None):
         raise ValueError("a clamp needs the SAE and its layer")
     batch = model.tokenize(list(sequences))
-    standard = torch.tensor(model.residue_class_ids(STANDARD_RESIDUES), device=batch.input_ids.device)
     with torch.no_grad():
         if clamp is None:
             logits = model.logits(batch)
         else:
             with model.replace_layer_output(layer, steering_edit(sae, batch.residue_mask, clamp)):
                 logits = model.logits(batch)
+    return _readouts(model, sequences, logits)
+
+
+def read_out_clamped(model: ProteinLM, sequences: Sequence[str], sae, layer: int,
+                     clamps: Sequence[Sequence[Clamp | None]], max_tokens: int = 8192) -> list[list[Readout]]:
+    """Each sequence's read-out under each of its ``clamps`` (``clamps[i]`` for sequence i; None:
+    unclamped).
+
+    The same read-outs as `read_out` of each (sequence, clamp) pair, up to the last bits that
+    batch shapes may move, at a fraction of the cost: the layers up to ``layer`` run once over
+    ``sequences`` (one batch), the SAE encodes each sequence once for all its clamps, and the
+    layers above run over the pairs in batches of at most ``max_tokens`` padded tokens
+    (`ProteinLM.logits_from`: only those layers, where the model can resume there)."""
+    if len(clamps) != len(sequences):
+        raise ValueError(f"{len(clamps)} lists of clamps for {len(sequences)} sequences")
+    batch = model.tokenize(list(sequences))
+    hidden = model.hidden_states(batch, [layer])[layer]
+    sae_device, sae_dtype = sae_placement(sae)
+    pairs = [(i, clamp) for i, own in enumerate(clamps) for clamp in own]
+    per_batch = max(1, max_tokens // batch.input_ids.shape[1])
+    readouts: list[Readout] = []
+    encoded = (None, None, None)  # (sequence index, its residue rows, their codes): pairs come in order
+    for start in range(0, len(pairs), per_batch):
+        chunk = pairs[start:start + per_batch]
+        rows = torch.tensor([i for i, _ in chunk], device=batch.input_ids.device)
+        edited = hidden[rows].clone()
+        for row, (i, clamp) in enumerate(chunk):
+            if encoded[0] != i:
+                x = hidden[i, batch.residue_mask[i]].to(device=sae_device or hidden.device, dtype=sae_dtype)
+                encoded = (i, x, sae_codes(sae, x) if any(c is not None for c in clamps[i]) else None)
+            steered = steer_rows(sae, encoded[1], clamp, encoded[2])
+            edited[row, batch.residue_mask[i]] = steered.to(device=hidden.device, dtype=hidden.dtype)
+        sub = TokenBatch(batch.input_ids[rows], batch.attention_mask[rows], batch.residue_mask[rows],
+                         [batch.lengths[i] for i, _ in chunk])
+        readouts += _readouts(model, [sequences[i] for i, _ in chunk], model.logits_from(layer, edited, sub))
+    grouped, position = [], 0
+    for own in clamps:
+        grouped.append(readouts[position:position + len(own)])
+        position += len(own)
+    return grouped
+
+
+def _readouts(model: ProteinLM, sequences: Sequence[str], logits: torch.Tensor) -> list[Readout]:
+    """Argmax letters and standard-residue log-probabilities of each row of ``logits``."""
+    standard = torch.tensor(model.residue_class_ids(STANDARD_RESIDUES), device=logits.device)
     log_probs = logits[..., standard].float().log_softmax(-1).cpu()
     shift = 1 if model.lm_objective == "masked" else 0
     readouts = []

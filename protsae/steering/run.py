@@ -28,7 +28,7 @@ from protsae.latents.specificity import family_specific
 from protsae.models import ProteinLM
 from protsae.sequences.fasta import FastaRecord
 from protsae.steering.consensus import Alignment, blast_hits, run_clustalo
-from protsae.steering.edit import Clamp, read_out
+from protsae.steering.edit import Clamp, read_out_clamped
 from protsae.steering.metrics import steering_metrics
 
 log = logging.getLogger("protsae.steering")
@@ -51,6 +51,7 @@ class SteeringSettings:
     evalue: float = 1e-3
     filter_share: float = 0.2
     seed: int = 0
+    max_tokens: int = 8192
 
     @classmethod
     def from_config(cls, section: Mapping) -> SteeringSettings:
@@ -190,45 +191,63 @@ def steer_latents(model: ProteinLM, sae, layer: int, latents: pd.DataFrame, over
     latent_max = np.zeros(maxima.n_latents, dtype=np.float64)
     np.maximum.at(latent_max, maxima.latent, maxima.value)
     multipliers = [0.0, *settings.multipliers]
-    metric_rows, sequence_rows = [], []
+    kinds = ("family", "control")
+    metric_rows = {kind: [] for kind in kinds}  # every family latent's rows, then every control's
+    sequence_rows = {kind: [] for kind in kinds}
     unsteered_cache: dict[str, object] = {}
-    jobs = [(item, "family", int(item.latent)) for item in aligned.itertuples()]
-    jobs += [(item, "control", control) for item, control in zip(aligned.itertuples(), controls)]
-    bar = tqdm(jobs, desc="steering", unit="latent", disable=not progress, mininterval=2.0)
-    for item, kind, steered_latent in bar:
+    active_only = settings.positions == "active"
+    items = list(aligned.itertuples())
+    bar = tqdm(zip(items, controls), total=len(items), desc="steering", unit="latent", disable=not progress,
+               mininterval=2.0)
+    for item, control in bar:
         alignment, table = read_alignment(rows, columns, int(item.latent))
         targets = list(item.top)[: settings.n_sequences]
         sequences = {pid: "".join(c for c in alignment.rows[pid] if c != "-") for pid in targets}
+        # A latent and its control share the base (but for latent_max, each its own).
         if settings.base == "family_max":
             # Hits longer than the model takes inform the alignment only.
             family_sequences = [seq for seq in ("".join(c for c in row if c != "-") for row in alignment.rows.values())
                                 if len(seq) <= model.max_residues]
-            bases = dict.fromkeys(targets, max(max_pre_acts(model, sae, layer, family_sequences)))
+            bases = dict.fromkeys(targets, max(max_pre_acts(model, sae, layer, family_sequences, settings.max_tokens)))
         elif settings.base == "sequence_max":
-            bases = dict(zip(targets, max_pre_acts(model, sae, layer, list(sequences.values()))))
-        else:
-            bases = dict.fromkeys(targets, float(latent_max[steered_latent]))
-        for pid in targets:
-            sequence = sequences[pid]
-            if pid not in unsteered_cache:
-                unsteered_cache[pid] = read_out(model, [sequence])[0]
-            unsteered = unsteered_cache[pid]
-            consensus = "".join(table["consensus"].to_numpy()[alignment.residue_columns(pid)])
-            base_lp = unsteered.log_prob_of(consensus).numpy()
-            common = {"latent": int(item.latent), "family": item.family, "kind": kind,
-                      "steered_latent": steered_latent, "seq_id": pid}
-            sequence_rows.append({**common, "multiplier": float("nan"), "readout": unsteered.sequence})
-            for multiplier in multipliers:
-                value = multiplier * bases[pid]
-                clamp = Clamp(steered_latent, value, only_where_active=settings.positions == "active")
-                steered = read_out(model, [sequence], sae, layer, clamp)[0]
-                shift = steered.log_prob_of(consensus).numpy() - base_lp
-                for metric in steering_metrics(sequence, unsteered.sequence, steered.sequence,
-                                               alignment.residue_columns(pid), table, shift):
-                    metric_rows.append({**common, "multiplier": multiplier, "base": settings.base,
-                                        "base_value": bases[pid], "clamp_value": value, **metric})
-                sequence_rows.append({**common, "multiplier": multiplier, "readout": steered.sequence})
-    return pd.DataFrame(metric_rows), pd.DataFrame(sequence_rows)
+            bases = dict(zip(targets, max_pre_acts(model, sae, layer, list(sequences.values()), settings.max_tokens)))
+        steered = {"family": int(item.latent), "control": control}
+        base_of = {kind: (bases if settings.base != "latent_max" else
+                          dict.fromkeys(targets, float(latent_max[steered[kind]]))) for kind in kinds}
+        # The layers up to the SAE's run once per target; above it, every target at every multiplier
+        # of the latent and of its control (and, the first time a target comes up, unclamped) in a
+        # few batches.
+        runs = [(kind, multiplier) for kind in kinds for multiplier in multipliers]
+        new = {pid for pid in targets if pid not in unsteered_cache}
+        clamps = [([None] if pid in new else [])
+                  + [Clamp(steered[kind], multiplier * base_of[kind][pid], only_where_active=active_only)
+                     for kind, multiplier in runs] for pid in targets]
+        readouts = {}
+        for pid, own in zip(targets, read_out_clamped(model, [sequences[pid] for pid in targets], sae, layer, clamps,
+                                                      settings.max_tokens)):
+            if pid in new:
+                unsteered_cache[pid], own = own[0], own[1:]
+            readouts.update({(pid, *run): readout for run, readout in zip(runs, own)})
+        for kind in kinds:
+            for pid in targets:
+                sequence = sequences[pid]
+                unsteered = unsteered_cache[pid]
+                consensus = "".join(table["consensus"].to_numpy()[alignment.residue_columns(pid)])
+                base_lp = unsteered.log_prob_of(consensus).numpy()
+                common = {"latent": int(item.latent), "family": item.family, "kind": kind,
+                          "steered_latent": steered[kind], "seq_id": pid}
+                sequence_rows[kind].append({**common, "multiplier": float("nan"), "readout": unsteered.sequence})
+                for multiplier in multipliers:
+                    readout = readouts[pid, kind, multiplier]
+                    shift = readout.log_prob_of(consensus).numpy() - base_lp
+                    for metric in steering_metrics(sequence, unsteered.sequence, readout.sequence,
+                                                   alignment.residue_columns(pid), table, shift):
+                        metric_rows[kind].append({**common, "multiplier": multiplier, "base": settings.base,
+                                                  "base_value": base_of[kind][pid],
+                                                  "clamp_value": multiplier * base_of[kind][pid], **metric})
+                    sequence_rows[kind].append({**common, "multiplier": multiplier, "readout": readout.sequence})
+    return (pd.DataFrame([row for kind in kinds for row in metric_rows[kind]]),
+            pd.DataFrame([row for kind in kinds for row in sequence_rows[kind]]))
 
 
 def summarise(metrics: pd.DataFrame, filter_share: float = 0.2) -> pd.DataFrame:

@@ -11,7 +11,7 @@ import torch
 from protsae.models import STANDARD_RESIDUES
 from protsae.sae.config import SAEConfig
 from protsae.sae.variants import BatchTopKSAE, TopKSAE
-from protsae.steering.edit import Clamp, read_out, steer_rows, steering_edit
+from protsae.steering.edit import Clamp, read_out, read_out_clamped, steer_rows, steering_edit
 
 
 def random_sequences(n, seed=0, low=20, high=50):
@@ -156,6 +156,55 @@ def test_a_planted_latent_turns_residues_into_its_residue(lm, tiny_model, reques
     assert torch.allclose(baseline[0].log_probs.exp().sum(-1), torch.ones(len(sequences[0])), atol=1e-5)
     consensus = baseline[0].log_prob_of(sequences[0])
     assert consensus.shape == (len(sequences[0]),) and torch.isfinite(consensus).all()
+
+
+@pytest.mark.parametrize("lm", ["tiny_esm2", "unirep"])
+def test_resuming_above_a_layer_gives_the_full_forward(lm, tiny_model, request):
+    """logits_from (UniRep runs only the layers above) equals the whole model with that layer's
+    output replaced, and the layers above still apply their own edits."""
+    model = tiny_model if lm == "tiny_esm2" else request.getfixturevalue("unirep")
+    batch = model.tokenize(random_sequences(3, seed=4))
+    for layer in range(model.n_layers):
+        output = model.hidden_states(batch, [layer])[layer] + 0.3 * torch.randn(1)
+        with model.replace_layer_output(layer, lambda _: output):
+            expected = model.logits(batch)
+        assert torch.allclose(model.logits_from(layer, output, batch), expected, atol=1e-5)
+        with model.replace_layer_output(model.n_layers, lambda x: 2 * x):
+            doubled = model.logits_from(layer, output, batch)
+        assert not torch.allclose(doubled, expected, atol=1e-3)
+    if lm == "unirep":  # the layers at and below the resumed one do not run
+        calls = []
+        handles = [mlstm.register_forward_hook(lambda *_, i=i: calls.append(i)) for i, mlstm in
+                   enumerate(model._net.layers, start=1)]
+        try:
+            model.logits_from(2, model.hidden_states(batch, [2])[2], batch)
+        finally:
+            for handle in handles:
+                handle.remove()
+        assert calls == [1, 2, 3, 4]  # two for hidden_states, then only the two above layer 2
+
+
+@pytest.mark.parametrize("lm", ["tiny_esm2", "unirep"])
+def test_clamps_read_out_together_equal_each_read_out_alone(lm, tiny_model, request):
+    """read_out_clamped (the layers below once, the SAE once per sequence, the pairs in small
+    batches) gives every (sequence, clamp) pair the read-out of read_out on its own."""
+    model = tiny_model if lm == "tiny_esm2" else request.getfixturevalue("unirep")
+    sequences = random_sequences(3, seed=5)
+    sae = random_sae(model.d_model, n_latents=32, k=2, seed=6)
+    layer = 1
+    clamps = [[None, Clamp(3, 0.0), Clamp(3, 8.0)], [Clamp(5, 4.0, only_where_active=True)], []]
+    # A budget of two rows per batch: the pairs run in several batches.
+    together = read_out_clamped(model, sequences, sae, layer, clamps, max_tokens=2 * (max(map(len, sequences)) + 2))
+    assert [len(own) for own in together] == [3, 1, 0]
+    for sequence, own, readouts in zip(sequences, clamps, together):
+        for clamp, readout in zip(own, readouts):
+            alone = read_out(model, [sequence], sae, layer, clamp)[0]
+            assert readout.sequence == alone.sequence
+            assert torch.allclose(readout.log_probs, alone.log_probs, atol=1e-5)
+    assert together[0][2].sequence != together[0][0].sequence or not torch.allclose(
+        together[0][2].log_probs, together[0][0].log_probs)
+    with pytest.raises(ValueError, match="2 lists of clamps for 3 sequences"):
+        read_out_clamped(model, sequences, sae, layer, clamps[:2])
 
 
 def test_bad_steering_inputs_say_what_is_wrong(tiny_model):
