@@ -162,6 +162,16 @@ class ProteinLM(abc.ABC):
         with self.replace_layer_output(layer, lambda _: output):
             return self.logits(batch)
 
+    @torch.no_grad()
+    def hidden_states_from(self, layer: int, output: torch.Tensor, batch: TokenBatch,
+                           layers: Sequence[int]) -> dict[int, torch.Tensor]:
+        """`hidden_states` of ``layers`` (all above ``layer``) when the layers above ``layer`` read
+        ``output``; like `logits_from`, only those layers run where the adapter can resume."""
+        if min(layers) <= layer:
+            raise ValueError(f"layers {sorted(layers)} must all come after layer {layer}")
+        with self.replace_layer_output(layer, lambda _: output):
+            return self.hidden_states(batch, layers)
+
     @contextlib.contextmanager
     def replace_layer_output(self, layer: int, edit: LayerEdit) -> Iterator[None]:
         """Within the block, the layers above ``layer`` (and the LM head) read ``edit(output)``

@@ -241,13 +241,31 @@ class UniRep(ProteinLM):
     def logits_from(self, layer: int, output: torch.Tensor, batch: TokenBatch) -> torch.Tensor:
         """Only the mLSTM layers above ``layer`` and the head run: the recurrence of a layer reads
         nothing but the layer below it."""
+        return self._run_above(layer, output, {}, stop_after=None).float()
+
+    @torch.no_grad()
+    def hidden_states_from(self, layer: int, output: torch.Tensor, batch: TokenBatch,
+                           layers) -> dict[int, torch.Tensor]:
+        """Only the mLSTM layers above ``layer``, up to the highest of ``layers``, run."""
+        wanted = sorted(set(layers))
+        if wanted[0] <= layer:
+            raise ValueError(f"layers {wanted} must all come after layer {layer}")
+        for above in wanted:
+            self._check_layer(above)
+        capture = {above: None for above in wanted}
+        self._run_above(layer, output, capture, stop_after=wanted[-1])
+        return {above: capture[above].float() for above in wanted}
+
+    def _run_above(self, layer: int, output: torch.Tensor, capture: dict, stop_after: int | None):
         self._check_layer(layer)
         net = self._net
         activations = output.to(net.head_w.dtype)
         with self._autocast():
             for above, mlstm in enumerate(net.layers[layer:], start=layer + 1):
-                activations = self._apply(above, mlstm(activations), {})
-            return net.head(activations).float()
+                activations = self._apply(above, mlstm(activations), capture)
+                if stop_after == above:
+                    return None
+            return net.head(activations)
 
     def describe(self) -> dict:
         return {**super().describe(), "licence": LICENCE}

@@ -66,13 +66,10 @@ def causal_effects(model, source_sae, source_layer: int, target_sae, target_laye
             if not active.any():
                 continue
 
-            def edit(output: torch.Tensor, edited=edited) -> torch.Tensor:
-                out = output.clone()
-                out[mask] = edited.to(device=output.device, dtype=output.dtype)
-                return out
-
-            with model.replace_layer_output(source_layer, edit):
-                ablated_hidden = model.hidden_states(tokens, [target_layer])[target_layer]
+            # The layers above the source resume from its output with the latent removed.
+            output = hidden[source_layer].clone()
+            output[mask] = edited.to(device=output.device, dtype=output.dtype)
+            ablated_hidden = model.hidden_states_from(source_layer, output, tokens, [target_layer])[target_layer]
             ablated = _dense_codes(target_sae, ablated_hidden[mask].to(x_source.device, dtype))
             totals[latent] += (clean - ablated)[active].sum(0).double().cpu()
             counts[latent] += int(active.sum())

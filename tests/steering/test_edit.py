@@ -172,6 +172,13 @@ def test_resuming_above_a_layer_gives_the_full_forward(lm, tiny_model, request):
         with model.replace_layer_output(model.n_layers, lambda x: 2 * x):
             doubled = model.logits_from(layer, output, batch)
         assert not torch.allclose(doubled, expected, atol=1e-3)
+        above = list(range(layer + 1, model.n_layers + 1))
+        with model.replace_layer_output(layer, lambda _: output):
+            expected_hidden = model.hidden_states(batch, above)
+        got_hidden = model.hidden_states_from(layer, output, batch, above)
+        assert all(torch.allclose(got_hidden[i], expected_hidden[i], atol=1e-5) for i in above)
+    with pytest.raises(ValueError, match="must all come after layer 1"):
+        model.hidden_states_from(1, output, batch, [1, 2])
     if lm == "unirep":  # the layers at and below the resumed one do not run
         calls = []
         handles = [mlstm.register_forward_hook(lambda *_, i=i: calls.append(i)) for i, mlstm in
