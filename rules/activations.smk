@@ -36,8 +36,10 @@ rule cache_activations:
 
 # With keep_intermediates false, the dense caches of the evaluation set and the probe tasks are
 # removed once every job that reads them is done (Snakemake's temp()); the training cache stays.
+# The probe tasks' caches start the long chain of the probes (codes, fits, sparse probes, the
+# networks' sources): they go beside the SAE training, not after it.
 use rule cache_activations as cache_intermediate_activations with:
-    priority: 1
+    priority: 2
     output:
         shard=temp(directory(LAYOUT.activation_shard())),
         stats=LAYOUT.activation_stats(),
