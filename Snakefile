@@ -1,9 +1,8 @@
 # protsae: sparse autoencoders on protein language models (InterProt reproduction).
 # Table of contents; the rules live in rules/, the science in the protsae/ package.
-from snakemake.exceptions import WorkflowError
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
-from protsae.configcheck import schema_error
+from protsae.configcheck import validate_config
 
 min_version("9.0")
 
@@ -14,13 +13,9 @@ if not workflow.config_settings.configfiles:
     configfile: "config/config.yaml"
 
 
-try:
-    validate(config, schema="config/schema.yaml")
-except WorkflowError as error:
-    short = schema_error(error, workflow.config_settings.configfiles or ["config/config.yaml"])
-    if short is None:
-        raise
-    raise short from None
+# Defaults filled in from the schema; a bad key is named in a few lines.
+validate_config(config, workflow.source_path("config/schema.yaml"),
+                workflow.config_settings.configfiles or ["config/config.yaml"])
 
 
 include: "rules/common.smk"
