@@ -123,19 +123,32 @@ class ProteinLM(abc.ABC):
         wanted layers), applying ``self._edits``; stop after layer ``stop_after`` when given,
         else run the LM head and return logits (batch, tokens, n_classes)."""
 
+    def _run_from(self, layer: int, output: torch.Tensor, batch: TokenBatch, capture: dict[int, torch.Tensor],
+                  stop_after: int | None):
+        """`_run` with the layers above ``layer`` reading ``output`` (``layer``'s own edit and
+        capture do not apply). Here the whole model runs with that layer's output replaced; an
+        adapter that can resume at a layer (UniRep) runs only the layers above it."""
+        with self.replace_layer_output(layer, lambda _: output):
+            return self._run(batch, capture, stop_after)
+
+    def _captured(self, layers: Sequence[int], run) -> dict[int, torch.Tensor]:
+        """``{layer: float32 output}`` of ``layers`` from ``run(capture, stop_after)``, which
+        stops after the highest of them."""
+        wanted = sorted(set(layers))
+        for layer in wanted:
+            self._check_layer(layer)
+        capture: dict[int, torch.Tensor] = {layer: None for layer in wanted}
+        with self._autocast():
+            run(capture, wanted[-1])
+        return {layer: capture[layer].float() for layer in wanted}
+
     @torch.no_grad()
     def hidden_states(self, batch: TokenBatch, layers: Sequence[int]) -> dict[int, torch.Tensor]:
         """Hidden states ``{layer: (batch, tokens, d_model) float32}`` of the requested layers.
 
         Layers above the highest requested one are not computed.
         """
-        wanted = sorted(set(layers))
-        for layer in wanted:
-            self._check_layer(layer)
-        capture: dict[int, torch.Tensor] = {layer: None for layer in wanted}
-        with self._autocast():
-            self._run(batch, capture, stop_after=wanted[-1])
-        return {layer: capture[layer].float() for layer in wanted}
+        return self._captured(layers, lambda capture, stop_after: self._run(batch, capture, stop_after))
 
     @torch.no_grad()
     def logits(self, batch: TokenBatch) -> torch.Tensor:
@@ -157,20 +170,22 @@ class ProteinLM(abc.ABC):
     def logits_from(self, layer: int, output: torch.Tensor, batch: TokenBatch) -> torch.Tensor:
         """LM-head logits (batch, tokens, n_classes) float32 when the layers above ``layer`` read
         ``output`` (batch, tokens, d_model) for ``batch``; the edits of the layers above apply.
-        Here the whole model runs with that layer's output replaced; an adapter that can resume
-        at a layer (UniRep) runs only the layers above it, with the same result."""
-        with self.replace_layer_output(layer, lambda _: output):
-            return self.logits(batch)
+        Only those layers run where the adapter can resume there (`_run_from`), with the same
+        result as the whole model."""
+        self._check_layer(layer)
+        with self._autocast():
+            return self._run_from(layer, output, batch, {}, stop_after=None).float()
 
     @torch.no_grad()
     def hidden_states_from(self, layer: int, output: torch.Tensor, batch: TokenBatch,
                            layers: Sequence[int]) -> dict[int, torch.Tensor]:
         """`hidden_states` of ``layers`` (all above ``layer``) when the layers above ``layer`` read
-        ``output``; like `logits_from`, only those layers run where the adapter can resume."""
+        ``output``, as `logits_from`."""
+        self._check_layer(layer)
         if min(layers) <= layer:
             raise ValueError(f"layers {sorted(layers)} must all come after layer {layer}")
-        with self.replace_layer_output(layer, lambda _: output):
-            return self.hidden_states(batch, layers)
+        return self._captured(layers, lambda capture, stop_after: self._run_from(layer, output, batch, capture,
+                                                                                 stop_after))
 
     @contextlib.contextmanager
     def replace_layer_output(self, layer: int, edit: LayerEdit) -> Iterator[None]:

@@ -227,45 +227,20 @@ class UniRep(ProteinLM):
         return [token - CLASS_OFFSET for token in self.token_ids(sequence)[1:]]
 
     def _run(self, batch: TokenBatch, capture: dict[int, torch.Tensor], stop_after: int | None):
-        net = self._net
-        activations = self._apply(0, net.embedding[batch.input_ids], capture)
-        if stop_after == 0:
-            return None
-        for layer, mlstm in enumerate(net.layers, start=1):
-            activations = self._apply(layer, mlstm(activations), capture)
-            if stop_after == layer:
-                return None
-        return net.head(activations)
+        embedded = self._apply(0, self._net.embedding[batch.input_ids], capture)
+        return None if stop_after == 0 else self._run_from(0, embedded, batch, capture, stop_after)
 
-    @torch.no_grad()
-    def logits_from(self, layer: int, output: torch.Tensor, batch: TokenBatch) -> torch.Tensor:
-        """Only the mLSTM layers above ``layer`` and the head run: the recurrence of a layer reads
-        nothing but the layer below it."""
-        return self._run_above(layer, output, {}, stop_after=None).float()
-
-    @torch.no_grad()
-    def hidden_states_from(self, layer: int, output: torch.Tensor, batch: TokenBatch,
-                           layers) -> dict[int, torch.Tensor]:
-        """Only the mLSTM layers above ``layer``, up to the highest of ``layers``, run."""
-        wanted = sorted(set(layers))
-        if wanted[0] <= layer:
-            raise ValueError(f"layers {wanted} must all come after layer {layer}")
-        for above in wanted:
-            self._check_layer(above)
-        capture = {above: None for above in wanted}
-        self._run_above(layer, output, capture, stop_after=wanted[-1])
-        return {above: capture[above].float() for above in wanted}
-
-    def _run_above(self, layer: int, output: torch.Tensor, capture: dict, stop_after: int | None):
-        self._check_layer(layer)
+    def _run_from(self, layer: int, output: torch.Tensor, batch: TokenBatch, capture: dict[int, torch.Tensor],
+                  stop_after: int | None):
+        """Only the mLSTM layers above ``layer`` (and the head) run: the recurrence of a layer
+        reads nothing but the layer below it."""
         net = self._net
         activations = output.to(net.head_w.dtype)
-        with self._autocast():
-            for above, mlstm in enumerate(net.layers[layer:], start=layer + 1):
-                activations = self._apply(above, mlstm(activations), capture)
-                if stop_after == above:
-                    return None
-            return net.head(activations)
+        for above, mlstm in enumerate(net.layers[layer:], start=layer + 1):
+            activations = self._apply(above, mlstm(activations), capture)
+            if stop_after == above:
+                return None
+        return net.head(activations)
 
     def describe(self) -> dict:
         return {**super().describe(), "licence": LICENCE}
