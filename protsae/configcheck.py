@@ -33,13 +33,11 @@ def validate_config(config: dict, schema_path, configfiles) -> None:
     try:
         validator.validate(config)
     except jsonschema.ValidationError as invalid:
-        raise (schema_error(invalid, configfiles) or ConfigError(f"{', '.join(map(str, configfiles))}: {invalid}")) from None
+        raise schema_error(invalid, configfiles) from None
 
 
-def schema_error(invalid: Exception, configfiles) -> ConfigError | None:
-    """The short form of a jsonschema validation error (None when ``invalid`` is not one)."""
-    if not (hasattr(invalid, "validator") and hasattr(invalid, "absolute_path")):
-        return None
+def schema_error(invalid, configfiles) -> ConfigError:
+    """The short form of a jsonschema ``ValidationError``."""
     where = ".".join(str(part) for part in invalid.absolute_path) or "the top level"
     source = ", ".join(str(path) for path in configfiles) or "the config"
     subschema = invalid.schema if isinstance(invalid.schema, dict) else {}
