@@ -113,35 +113,31 @@ class Alignment:
 
 
 def run_clustalo(records: Sequence[FastaRecord], threads: int = 1) -> Alignment:
-    """Clustal Omega over ``records`` (at least two): the rows from its FASTA output and the
-    conservation symbols from its Clustal output, checked to be the same alignment."""
+    """Clustal Omega over ``records`` (at least two), run once: the rows and the conservation
+    symbols from its Clustal output, each row checked to be its input sequence with gaps added."""
     if len(records) < 2:
         raise ValueError(f"an alignment needs at least two sequences, got {len(records)}")
     require_tool("clustalo")
     with tempfile.TemporaryDirectory(prefix="protsae-clustalo-") as workdir:
         infile = Path(workdir) / "in.fasta"
         write_fasta(records, infile)
-        common = ["clustalo", "-i", str(infile), "--wrap=1000000", "--threads", str(threads), "--force"]
-        _run(common + ["--outfmt=fa", "-o", str(Path(workdir) / "out.fasta")])
-        clustal = _run(common + ["--outfmt=clu"])
-        rows = _read_aligned_fasta(Path(workdir) / "out.fasta")
-    clustal_rows, symbols = _parse_clustal(clustal)
-    if clustal_rows != rows:
-        raise RuntimeError("clustalo's Clustal and FASTA outputs of the same input disagree")
+        clustal = _run(["clustalo", "-i", str(infile), "--wrap=1000000", "--threads", str(threads), "--force",
+                        "--outfmt=clu"])
+    rows, symbols = _parse_clustal(clustal)
+    _check_rows(rows, records)
     return Alignment(rows, symbols)
 
 
-def _read_aligned_fasta(path: Path) -> dict[str, str]:
-    """Rows of an aligned FASTA (gaps allowed, which protsae's FASTA reader refuses as residues)."""
-    rows: dict[str, list[str]] = {}
-    current = None
-    for line in path.read_text().splitlines():
-        if line.startswith(">"):
-            current = line[1:].split()[0]
-            rows[current] = []
-        elif line.strip():
-            rows[current].append(line.strip())
-    return {name: "".join(parts) for name, parts in rows.items()}
+def _check_rows(rows: dict[str, str], records: Sequence[FastaRecord]) -> None:
+    """Every input aligned once, under its own ID, as its own sequence: a RuntimeError otherwise
+    (Clustal names are whitespace-delimited, so an ID clustalo changed would misplace a row)."""
+    expected = {record.seq_id: record.sequence for record in records}
+    if set(rows) != set(expected):
+        unknown = sorted(set(rows) ^ set(expected))
+        raise RuntimeError(f"clustalo's alignment rows do not match its input IDs (differ: {unknown[:5]})")
+    for seq_id, row in rows.items():
+        if row.replace(GAP, "") != expected[seq_id]:
+            raise RuntimeError(f"clustalo's row {seq_id} is not its input sequence with gaps added")
 
 
 def _parse_clustal(text: str) -> tuple[dict[str, str], str]:

@@ -115,17 +115,25 @@ def align_families(latents: pd.DataFrame, proteins: Mapping[str, str], labels: p
     fewer than two sequences to align gets status ``too_few_sequences`` and no alignment.
     """
     members = labels.groupby("accession")["protein"].agg(set).to_dict()
-    overview, row_tables, column_tables = [], [], []
-    for item in tqdm(list(latents.itertuples()), desc="aligning", unit="latent", mininterval=2.0):
-        family = members.get(item.family)
-        if not family:
+    for item in latents.itertuples():
+        if not members.get(item.family):
             raise ValueError(f"{labels_source}: no protein carries family {item.family} of latent {item.latent}")
         missing = [pid for pid in item.top if pid not in proteins]
         if missing:
             raise ValueError(f"top sequence {missing[0]} of latent {item.latent} is not in the BLAST database's FASTA")
+    # One blastp run for every latent's top sequences: each query's hits are its own (BLAST
+    # scores and ranks every query separately), and one run saves a process and a database
+    # load per latent.
+    queries = sorted({pid for top in latents["top"] for pid in top}) if len(latents) else []
+    hits = (blast_hits([FastaRecord(pid, "", proteins[pid], 0) for pid in queries], db, settings.max_target_seqs,
+                       settings.evalue, threads) if queries else pd.DataFrame(columns=["query", "hit"]))
+    hits_of = hits.groupby("query")["hit"].agg(set).to_dict()
+    overview, row_tables, column_tables = [], [], []
+    for item in tqdm(list(latents.itertuples()), desc="aligning", unit="latent", mininterval=2.0):
+        family = members[item.family]
+        found = set().union(*(hits_of.get(pid, set()) for pid in item.top))
+        kept = sorted((found & family) - set(item.top))
         queries = [FastaRecord(pid, "", proteins[pid], 0) for pid in item.top]
-        hits = blast_hits(queries, db, settings.max_target_seqs, settings.evalue, threads)
-        kept = sorted({hit for hit in hits["hit"] if hit in family} - set(item.top))
         records = queries + [FastaRecord(pid, "", proteins[pid], 0) for pid in kept]
         status = "aligned" if len(records) >= 2 else "too_few_sequences"
         overview.append({"latent": item.latent, "family": item.family, "n_top": len(queries), "n_hits": len(kept),

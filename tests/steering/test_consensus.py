@@ -75,3 +75,52 @@ def test_a_missing_tool_says_how_to_install_it(monkeypatch):
 def test_an_alignment_needs_two_sequences():
     with pytest.raises(ValueError, match="an alignment needs at least two sequences, got 1"):
         run_clustalo([FastaRecord("a", "", "MK", 0)])
+
+
+def test_one_clustalo_run_gives_gapped_rows_of_the_inputs_and_their_symbols():
+    members, _ = planted_family(n_members=4)
+    shortened = FastaRecord("FAM_DEL", "", members[0].sequence[:60] + members[0].sequence[70:], 0)
+    alignment = run_clustalo([*members, shortened])
+    assert list(alignment.rows) == [m.seq_id for m in members] + ["FAM_DEL"]
+    for record in [*members, shortened]:
+        assert alignment.rows[record.seq_id].replace("-", "") == record.sequence
+    assert alignment.rows["FAM_DEL"].count("-") == 10 and len(alignment.symbols) == 140
+    assert alignment.symbols[CONSERVED[0]] == "*"
+
+
+@pytest.mark.parametrize("clustal, message", [
+    ("CLUSTAL O(1.2.4)\n\na      MK-TW\nb_x    MKQTY\n       *: * \n", r"do not match its input IDs \(differ: \['b', 'b_x'\]\)"),
+    ("CLUSTAL O(1.2.4)\n\na      MK-TW\nb      MKQTA\n       *: * \n", "row b is not its input sequence with gaps added"),
+])
+def test_a_clustal_output_that_is_not_the_input_is_refused(monkeypatch, clustal, message):
+    monkeypatch.setattr("protsae.steering.consensus._run", lambda command: clustal)
+    with pytest.raises(RuntimeError, match=message):
+        run_clustalo([FastaRecord("a", "", "MKTW", 0), FastaRecord("b", "", "MKQTY", 0)])
+
+
+def test_one_blast_run_gives_every_latent_the_hits_of_its_own_search(tmp_path):
+    import pandas as pd
+
+    from protsae.steering.run import SteeringSettings, align_families
+
+    fam_a, others = planted_family(n_members=6, seed=0)
+    fam_b, _ = planted_family(n_members=6, seed=1)
+    fam_b = [FastaRecord(r.seq_id.replace("FAM", "FB"), "", r.sequence, 0) for r in fam_b]
+    write_fasta(fam_a + fam_b + others, tmp_path / "db.fasta")
+    make_blast_db(tmp_path / "db.fasta", tmp_path / "db")
+    proteins = {r.seq_id: r.sequence for r in fam_a + fam_b + others}
+    # FB5 is labelled with both families: latent 2 may keep it only if its own search finds it.
+    labels = pd.DataFrame({"protein": [r.seq_id for r in fam_a] + [r.seq_id for r in fam_b] + ["FB5"],
+                           "accession": ["IPR_A"] * 6 + ["IPR_B"] * 6 + ["IPR_A"]})
+    latents = pd.DataFrame({"latent": [2, 7, 9], "family": ["IPR_A", "IPR_B", "IPR_B"],
+                            "top": [["FAM0", "FAM1"], ["FB0"], ["FB0", "FB3"]]})
+    settings = SteeringSettings()
+    overview, rows, _ = align_families(latents, proteins, labels, str(tmp_path / "db"), settings)
+    for item in latents.itertuples():
+        own = blast_hits([FastaRecord(p, "", proteins[p], 0) for p in item.top], tmp_path / "db",
+                         settings.max_target_seqs, settings.evalue)
+        family = set(labels.loc[labels["accession"] == item.family, "protein"])
+        expected = sorted((set(own["hit"]) & family) - set(item.top))
+        assert sorted(rows.loc[(rows["latent"] == item.latent) & (rows["role"] == "hit"), "seq_id"]) == expected
+    assert overview["n_hits"].tolist() == [4, 5, 4]  # FB5 is not found by latent 2's queries
+    assert "FB5" not in set(rows.loc[rows["latent"] == 2, "seq_id"])
