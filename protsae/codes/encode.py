@@ -61,12 +61,37 @@ def sae_placement(sae) -> tuple[torch.device | None, torch.dtype]:
     return parameter.device, parameter.dtype
 
 
+CPU_CHUNK_BYTES = 16 << 20
+"""Bytes of pre-activations (rows x n_latents float32) encoded at a time on CPU. glibc serves a
+block above its mmap threshold (at most 32 MiB) with fresh pages the kernel faults in and zeroes
+on every batch; chunks under it come from the heap and are reused. Codes are per row; the chunks
+are of equal size, so none is a few rows long (the matmul of a few rows takes another kernel),
+and on this machine's CPU the codes are the same bytes as in one pass (a test checks the
+chunking; ``benchmarks/encode_chunks.py`` measures the time and compares the bytes). On GPU the whole input is one chunk (CUDA's allocator caches)."""
+
+
 @torch.no_grad()
 def encode_rows(sae, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Codes of ``x`` (n, d_model): idx (n, k) int32 and val (n, k) float32, each row ordered
-    by value, largest first, ties by latent index (so codes do not depend on top-k internals)."""
+    by value, largest first, ties by latent index (so codes do not depend on top-k internals).
+    On CPU the rows are encoded `CPU_CHUNK_BYTES` of pre-activations at a time."""
     device, dtype = sae_placement(sae)
-    vals, idx = sae.encode(x.to(device=device or x.device, dtype=dtype))
+    x = x.to(device=device or x.device, dtype=dtype)
+    if x.device.type != "cpu" or len(x) == 0:
+        return _encode_chunk(sae, x)
+    rows = max(1, CPU_CHUNK_BYTES // (4 * sae.cfg.n_latents))
+    if len(x) <= rows:
+        return _encode_chunk(sae, x)
+    # Chunks of equal size (within a row), never a short tail: a matmul of a few rows takes
+    # another kernel, whose sums can differ in the last bit from the same rows in a larger batch.
+    n_chunks = -(-len(x) // rows)
+    rows = -(-len(x) // n_chunks)
+    parts = [_encode_chunk(sae, x[start:start + rows]) for start in range(0, len(x), rows)]
+    return np.concatenate([idx for idx, _ in parts]), np.concatenate([val for _, val in parts])
+
+
+def _encode_chunk(sae, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    vals, idx = sae.encode(x)
     idx, by_index = idx.sort(dim=1)
     vals = vals.float().gather(1, by_index)
     vals, by_value = vals.sort(dim=1, descending=True, stable=True)

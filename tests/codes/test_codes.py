@@ -208,3 +208,26 @@ def test_an_sae_is_loaded_from_its_directory(tmp_path, sae, activation_shard):
     codes = read_codes(tmp_path / "codes.parquet")
     assert (codes.idx == idx).all() and np.allclose(codes.val, val)
     assert stats.as_dict()["latents_fired"] == len(np.unique(idx[val > 0]))
+
+
+@pytest.mark.parametrize("variant", ["topk", "batchtopk", "matryoshka", "relu_l1"])
+def test_cpu_chunks_give_the_codes_of_one_pass(monkeypatch, variant):
+    from protsae.codes import encode
+    from protsae.sae.variants import make_sae
+
+    sae = make_sae(SAEConfig(d_model=16, n_latents=40, k=5, variant=variant, seed=4))
+    if variant == "batchtopk":
+        sae.threshold.fill_(0.05)  # a threshold that drops some of the kept values
+    x = torch.randn(103, 16, generator=torch.Generator().manual_seed(0))
+    x[40] = x[3]  # identical rows, in different chunks
+    whole_idx, whole_val = encode.encode_rows(sae, x)
+    sizes = []
+    monkeypatch.setattr(encode, "_encode_chunk", lambda sae, rows, chunk=encode._encode_chunk:
+                        sizes.append(len(rows)) or chunk(sae, rows))
+    monkeypatch.setattr(encode, "CPU_CHUNK_BYTES", 4 * 40 * 30)  # at most 30 rows a chunk
+    idx, val = encode.encode_rows(sae, x)
+    assert sizes == [26, 26, 26, 25]  # equal chunks: no short tail, whose matmul takes another kernel
+    assert idx.shape == (103, sae.k_store) and idx.dtype == np.int32
+    np.testing.assert_array_equal(idx, whole_idx)
+    np.testing.assert_array_equal(val, whole_val)
+    assert encode.encode_rows(sae, x[:0])[0].shape == (0, sae.k_store)
