@@ -24,6 +24,7 @@ from conftest import (
     workdir_copy,
 )
 
+from protsae import malloc
 from protsae.activations.manifest import file_sha256
 from protsae.activations.storage import list_type, read_acts
 from protsae.latents.patterns import PATTERNS
@@ -307,6 +308,8 @@ def test_tiny_config_end_to_end(tiny_run, tmp_path):
     assert codes.num_rows == pq.ParquetFile(results / "activations/uniref50/shard1/layer2.parquet").metadata.num_rows
     for log in ("sequences/uniref50.log", "activations/uniref50/shard0.log"):
         assert (work / "logs" / config["model"]["name"] / log).stat().st_size > 0
+    sae_log = (work / "logs" / config["model"]["name"] / "sae/uniref50/layer1/topk_k4_w64.log").read_text()
+    assert f"freed memory reused (glibc): {malloc.is_glibc()}" in sae_log  # protsae.malloc, in the job
 
     # Latent characterisation: the clustered evaluation set, its labels and split, then per SAE the
     # family F1 table, gap candidates and pattern classes; the summary and the figures.
