@@ -67,7 +67,8 @@ block above its mmap threshold (at most 32 MiB) with fresh pages the kernel faul
 on every batch; chunks under it come from the heap and are reused. Codes are per row; the chunks
 are of equal size, so none is a few rows long (the matmul of a few rows takes another kernel),
 and on this machine's CPU the codes are the same bytes as in one pass (a test checks the
-chunking; ``benchmarks/encode_chunks.py`` measures the time and compares the bytes). On GPU the whole input is one chunk (CUDA's allocator caches)."""
+chunking; ``benchmarks/encode_chunks.py`` measures the time and compares the bytes). On GPU the
+whole input is one chunk (CUDA's allocator caches its blocks)."""
 
 
 @torch.no_grad()
