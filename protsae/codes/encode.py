@@ -78,10 +78,8 @@ def encode_rows(sae, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     On CPU the rows are encoded `CPU_CHUNK_BYTES` of pre-activations at a time."""
     device, dtype = sae_placement(sae)
     x = x.to(device=device or x.device, dtype=dtype)
-    if x.device.type != "cpu" or len(x) == 0:
-        return _encode_chunk(sae, x)
     rows = max(1, CPU_CHUNK_BYTES // (4 * sae.cfg.n_latents))
-    if len(x) <= rows:
+    if x.device.type != "cpu" or len(x) <= rows:
         return _encode_chunk(sae, x)
     # Chunks of equal size (within a row), never a short tail: a matmul of a few rows takes
     # another kernel, whose sums can differ in the last bit from the same rows in a larger batch.

@@ -124,10 +124,12 @@ def align_families(latents: pd.DataFrame, proteins: Mapping[str, str], labels: p
     # One blastp run for every latent's top sequences: each query's hits are its own (BLAST
     # scores and ranks every query separately), and one run saves a process and a database
     # load per latent.
-    queries = sorted({pid for top in latents["top"] for pid in top}) if len(latents) else []
-    hits = (blast_hits([FastaRecord(pid, "", proteins[pid], 0) for pid in queries], db, settings.max_target_seqs,
-                       settings.evalue, threads) if queries else pd.DataFrame(columns=["query", "hit"]))
-    hits_of = hits.groupby("query")["hit"].agg(set).to_dict()
+    query_ids = sorted({pid for top in latents["top"] for pid in top}) if len(latents) else []
+    hits_of: dict[str, set[str]] = {}
+    if query_ids:
+        hits = blast_hits([FastaRecord(pid, "", proteins[pid], 0) for pid in query_ids], db,
+                          settings.max_target_seqs, settings.evalue, threads)
+        hits_of = hits.groupby("query")["hit"].agg(set).to_dict()
     overview, row_tables, column_tables = [], [], []
     for item in tqdm(list(latents.itertuples()), desc="aligning", unit="latent", mininterval=2.0):
         family = members[item.family]
