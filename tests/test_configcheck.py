@@ -32,3 +32,30 @@ def test_a_bad_key_is_named():
     config["steering"] = {"max_tokens": 2}
     with pytest.raises(ConfigError, match="steering.max_tokens: 2 is less than the minimum of 16"):
         validate_config(config, SCHEMA, ["bad.yaml"])
+
+
+def _leaves(tree, prefix=()):
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    return {path: value for key, sub in tree.items() for path, value in _leaves(sub, (*prefix, key)).items()}
+
+
+def test_the_full_size_demo_overlay_changes_only_the_trimmed_sizes():
+    """config/demo_full.yaml, layered on the demo as Snakemake's --configfile does, is a valid
+    config that restores the sizes the demo was trimmed from and touches nothing else."""
+    from snakemake.utils import update_config
+
+    demo = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    full = copy.deepcopy(demo)
+    update_config(full, yaml.safe_load((REPO / "config" / "demo_full.yaml").read_text()))
+    validate_config(copy.deepcopy(full), SCHEMA, ["config.yaml", "demo_full.yaml"])
+    before, after = _leaves(demo), _leaves(full)
+    assert before.keys() == after.keys()
+    changed = {path: (before[path], after[path]) for path in before if before[path] != after[path]}
+    assert changed == {
+        ("sae", "evaluation", "n_sequences"): (25, 50),
+        ("steering", "n_sequences"): (2, 4),
+        ("networks", "max_proteins"): (200, 400),
+        ("networks", "causal", "n_sequences"): (4, 8),
+        ("probes", "tasks", "secondary_structure", "max_items"): (500, 1000),
+    }
