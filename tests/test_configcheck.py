@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from snakemake.utils import validate
+from snakemake.utils import update_config, validate
 
 from protsae.configcheck import ConfigError, validate_config
 
@@ -44,8 +44,6 @@ def test_the_full_size_demo_overlay_changes_only_the_trimmed_sizes():
     """config/demo_full.yaml, layered on the demo as ``--configfile config/config.yaml
     config/demo_full.yaml`` merges them, is a valid config that restores the sizes the demo was
     trimmed from and touches nothing else."""
-    from snakemake.utils import update_config
-
     demo = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     full = copy.deepcopy(demo)
     update_config(full, yaml.safe_load((REPO / "config" / "demo_full.yaml").read_text()))
