@@ -195,10 +195,15 @@ def load_antiberty(name: str | None = None) -> HFMaskedLM:
 
 
 def esm2_tokenizer(directory: str | os.PathLike | None = None):
-    """An ``EsmTokenizer`` with ESM-2's vocabulary, built without any download."""
+    """An ``EsmTokenizer`` with ESM-2's vocabulary, built without any download. Its vocab.txt is
+    written to ``directory``, or, without one, to a temporary folder removed once the tokenizer
+    has read it."""
     from transformers import EsmTokenizer
 
-    directory = Path(directory or tempfile.mkdtemp(prefix="esm2_vocab_"))
+    if directory is None:
+        with tempfile.TemporaryDirectory(prefix="esm2_vocab_") as scratch:
+            return esm2_tokenizer(scratch)
+    directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     vocab_file = directory / "vocab.txt"
     vocab_file.write_text("\n".join(ESM2_VOCAB) + "\n")

@@ -1,5 +1,7 @@
 """The Hugging Face adapter equals a direct transformers call, on a tiny random ESM-2."""
 
+import tempfile
+
 import numpy as np
 import pytest
 import torch
@@ -28,6 +30,17 @@ def test_tokens_match_the_esm_tokenizer(tiny_model):
     tokenizer = esm2_tokenizer()
     for seq in SEQS:
         assert tiny_model.token_ids(seq) == tokenizer(seq)["input_ids"]
+
+
+def test_the_tokenizer_leaves_no_vocabulary_folder_behind(tmp_path, monkeypatch):
+    """Every job of the tiny workflow builds one; each used to leave a /tmp/esm2_vocab_* folder."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    tokenizer = esm2_tokenizer()
+    assert list(tmp_path.iterdir()) == []
+    assert tokenizer("MKV")["input_ids"] == [ESM2_VOCAB.index(t) for t in ("<cls>", "M", "K", "V", "<eos>")]
+    saved = tmp_path / "saved"
+    tokenizer.save_pretrained(saved)
+    assert (saved / "vocab.txt").read_text().split() == ESM2_VOCAB
 
 
 def test_residue_mask_excludes_specials_and_padding(tiny_model):
