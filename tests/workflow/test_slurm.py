@@ -25,11 +25,12 @@ pytestmark = pytest.mark.slow
 # snakemake, its status checks capped at 3 s apart (see that file) for the runs here.
 PROMPT = [sys.executable, str(Path(__file__).with_name("snakemake_prompt_status.py"))]
 # The cluster here has no accounting database: squeue for job states (its MinJobAge is 3600 s).
-# Bigger groups than the profile's (sized for a paper run's time limits) keep the tiny run's
-# submissions, each of which starts snakemake twice, few on CI's two cores.
+# The profile's groups, but for the reports: one group per connected part, so that the summaries
+# and figures whose inputs are done run while other jobs do, not all at the end one after another
+# (a group runs its members one at a time).
 SLURM = ["--cores", "all", "--profile", str(Path(REPO) / "profiles/slurm"),
          "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1",
-         "--group-components", "tables=32", "browser=8", "probes=8", "reports=100"]
+         "--group-components", "tables=4", "browser=4", "probes=2", "circuits=4", "reports=1"]
 # Rules whose jobs ask for GPUs when their config section sets gpus (gpu_config below).
 GPU_RULES = {"cache_activations", "train_sae", "evaluate_sae", "encode_codes", "steer_sae", "probe_fit"}
 STEPS = 800  # of the SAE training cancelled in the middle
@@ -45,11 +46,22 @@ def slurm():
         pytest.skip(message)
 
 
+# Config sections with a mem_mb (config/schema.yaml): the tiny run's jobs peak at about 1 GB.
+MEMORY_SECTIONS = ["activations", "encode", "sae.training", "sae.evaluation", "evalset", "families", "latents",
+                   "concepts", "steering", "networks", "heads", "browser", "probes", "probes.sparse"]
+
+
 def gpu_config(config: dict) -> dict:
-    """``config`` with one GPU for every GPU rule (where jobs run: it changes no number)."""
+    """``config`` with one GPU for every GPU rule and 2 GB for every job (where jobs run: neither
+    changes a number). The defaults' 8-16 GB would let the 23 GB node run one job at a time."""
     for section in (config["activations"], config["sae"]["training"], config["sae"]["evaluation"],
                     config["encode"], config["steering"], config["probes"]):
         section["gpus"] = 1
+    for name in MEMORY_SECTIONS:
+        section = config
+        for key in name.split("."):
+            section = section.setdefault(key, {})
+        section["mem_mb"] = 2000
     return config
 
 
@@ -108,6 +120,10 @@ def test_the_tiny_workflow_runs_under_slurm_and_gives_the_local_tables(tiny_run,
     for jobid, rule in jobs:
         record = job_record(jobid)
         assert record["JobState"] == "COMPLETED", (rule, record)
+        # A group runs one member at a time (profiles/slurm, group_slot), and every member of
+        # these groups has one thread: a group that asks for more holds cores it never uses.
+        if rule.startswith("group:"):
+            assert record["NumCPUs"] == "1", (rule, record)
         asked = record.get("TresPerJob", "")
         granted = record.get("JOB_GRES", "(null)")
         if rule in GPU_RULES | {"cache_intermediate_activations", "group:sae", "group:probes"}:
