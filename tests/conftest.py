@@ -63,19 +63,61 @@ def slurm_is_up() -> bool:
     return proc.returncode == 0 and any(state in proc.stdout for state in ("idle", "mix", "alloc"))
 
 
+class BackgroundRun:
+    """A snakemake run (``args``, under umask 022) in ``work``, started in the background."""
+
+    def __init__(self, args: list[str], work: Path):
+        self.args, self.work = args, work
+        self.log = work.parent / "snakemake.log"
+        with open(self.log, "w") as out:
+            self.proc = subprocess.Popen(SNAKEMAKE + args, cwd=work, stdout=out, stderr=subprocess.STDOUT,
+                                         env=os.environ | {"PYTHONUNBUFFERED": "1"}, umask=0o022)
+
+    def result(self) -> Path:
+        """``work`` once the run has finished; a failed run raises with the end of its log."""
+        if self.proc.wait() != 0:
+            tail = self.log.read_text()[-6000:]
+            raise AssertionError(f"snakemake {' '.join(self.args)} failed (exit {self.proc.returncode}), "
+                                 f"{self.log}:\n{tail}")
+        return self.work
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=120)
+
+
+BACKGROUND: dict[str, BackgroundRun] = {}
+
+
+def pytest_collection_finish(session):
+    """Start the tiny run as soon as collection shows that a selected test reads it, so that it
+    runs beside the unit tests (one thread each, conftest's torch.set_num_threads) instead of
+    before the first test that needs it: CI's second core was idle for those."""
+    if os.environ.get("PROTSAE_TINY_RUN") or session.config.option.collectonly:
+        return
+    if any("tiny_run" in getattr(item, "fixturenames", ()) for item in session.items):
+        work = workdir_copy(session.config._tmp_path_factory.mktemp("tiny"))
+        BACKGROUND["tiny"] = BackgroundRun(["--cores", "2", *TINY], work)
+
+
+def pytest_sessionfinish(session):
+    for run in BACKGROUND.values():
+        run.stop()
+
+
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory) -> Path:
+def tiny_run() -> Path:
     """A finished run of the tiny config, under umask 022, shared by the workflow and browser tests
-    (the fault tests at the end of tests/workflow alter it, so they run last).
+    (the fault tests at the end of tests/workflow alter it, so they run last). It starts when
+    collection ends (`pytest_collection_finish`); its log is snakemake.log beside it.
 
     PROTSAE_TINY_RUN names a finished run to reuse instead (a working directory made like
     `workdir_copy`), for quick iterations on the tests that only read it."""
     reuse = os.environ.get("PROTSAE_TINY_RUN")
     if reuse:
         return Path(reuse)
-    work = workdir_copy(tmp_path_factory.mktemp("tiny"))
-    snakemake(["--cores", "2", *TINY], cwd=work, umask=0o022)
-    return work
+    return BACKGROUND["tiny"].result()
 
 
 @pytest.fixture(scope="session")
