@@ -90,15 +90,37 @@ class BackgroundRun:
 BACKGROUND: dict[str, BackgroundRun] = {}
 
 
+def reads_tiny_run(item) -> bool:
+    """Whether a test reads the tiny run: as a fixture, or at its end (marker slurm: the SLURM run
+    compares its tables with it)."""
+    return "tiny_run" in getattr(item, "fixturenames", ()) or item.get_closest_marker("slurm") is not None
+
+
+def pytest_collection_modifyitems(config, items):
+    """The tests that do not read the tiny run first, then the SLURM tests, then the tiny run's
+    readers, each part in its own order (the fault tests at the end of tests/workflow, which alter
+    the tiny run, stay last). The tiny run then runs in the background beside the unit tests and
+    the SLURM run, which reads it only at its end."""
+    def part(item):
+        if item.get_closest_marker("slurm") is not None:
+            return 1
+        return 2 if reads_tiny_run(item) else 0
+    items.sort(key=part)  # stable
+
+
+def start_tiny_run(tmp_path_factory) -> BackgroundRun:
+    work = workdir_copy(tmp_path_factory.mktemp("tiny"))
+    return BackgroundRun(["--cores", "2", *TINY], work)
+
+
 def pytest_collection_finish(session):
     """Start the tiny run as soon as collection shows that a selected test reads it, so that it
-    runs beside the unit tests (one thread each, conftest's torch.set_num_threads) instead of
-    before the first test that needs it: CI's second core was idle for those."""
+    runs beside the tests before its readers (the unit tests use one thread each, this file's
+    torch.set_num_threads): CI's second core was idle for those."""
     if os.environ.get("PROTSAE_TINY_RUN") or session.config.option.collectonly:
         return
-    if any("tiny_run" in getattr(item, "fixturenames", ()) for item in session.items):
-        work = workdir_copy(session.config._tmp_path_factory.mktemp("tiny"))
-        BACKGROUND["tiny"] = BackgroundRun(["--cores", "2", *TINY], work)
+    if any(reads_tiny_run(item) for item in session.items):
+        BACKGROUND["tiny"] = start_tiny_run(session.config._tmp_path_factory)
 
 
 def pytest_sessionfinish(session):
@@ -107,16 +129,18 @@ def pytest_sessionfinish(session):
 
 
 @pytest.fixture(scope="session")
-def tiny_run() -> Path:
-    """A finished run of the tiny config, under umask 022, shared by the workflow and browser tests
-    (the fault tests at the end of tests/workflow alter it, so they run last). It starts when
-    collection ends (`pytest_collection_finish`); its log is snakemake.log beside it.
+def tiny_run(tmp_path_factory) -> Path:
+    """A finished run of the tiny config, under umask 022, shared by the workflow and browser tests.
+    It starts when collection ends (`pytest_collection_finish`), or here if it has not; its log is
+    snakemake.log beside it.
 
     PROTSAE_TINY_RUN names a finished run to reuse instead (a working directory made like
     `workdir_copy`), for quick iterations on the tests that only read it."""
     reuse = os.environ.get("PROTSAE_TINY_RUN")
     if reuse:
         return Path(reuse)
+    if "tiny" not in BACKGROUND:
+        BACKGROUND["tiny"] = start_tiny_run(tmp_path_factory)
     return BACKGROUND["tiny"].result()
 
 

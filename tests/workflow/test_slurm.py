@@ -20,7 +20,8 @@ import yaml
 from conftest import REPO, slurm_is_up, snakemake, workdir_copy
 from test_workflow import check_second_fresh_run, one_pass_config
 
-pytestmark = pytest.mark.slow
+# slurm: run after the unit tests and before the tiny run's readers (conftest), which it overlaps.
+pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
 # snakemake, its status checks capped at 3 s apart (see that file) for the runs here.
 PROMPT = [sys.executable, str(Path(__file__).with_name("snakemake_prompt_status.py"))]
@@ -91,7 +92,7 @@ def submissions(text: str) -> list[tuple[str, str]]:
     return found
 
 
-def test_the_tiny_workflow_runs_under_slurm_and_gives_the_local_tables(tiny_run, tmp_path):
+def test_the_tiny_workflow_runs_under_slurm_and_gives_the_local_tables(request, tmp_path):
     """A fresh run of the tiny config through sbatch with the shipped profile: every job submitted
     and completed there (none runs on the submitting node but the target rule), each GPU job
     granted a GPU and no other job one, and the result tables byte-identical to the local run's
@@ -135,6 +136,8 @@ def test_the_tiny_workflow_runs_under_slurm_and_gives_the_local_tables(tiny_run,
     train_log = work / "logs/tiny_esm2/sae/uniref50/layer2/topk_k4_w64.log"
     assert "device auto: cpu, although the job was given GPU(s)" in train_log.read_text()
 
+    # The local run, running in the background meanwhile (conftest), only now.
+    tiny_run = request.getfixturevalue("tiny_run")
     check_second_fresh_run(tiny_run, work, lambda: on_slurm(["--configfile", str(config)], cwd=work),
                            left_out=("networks", "heads"))
 
