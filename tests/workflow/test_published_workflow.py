@@ -101,35 +101,45 @@ def test_no_sae_at_all_is_an_error(tmp_path):
 
 def test_published_saes_run_end_to_end(tiny_run, tmp_path):
     """A real run: one synthetic checkpoint of each layout joins a copy of the finished tiny run
-    and goes through import, splice, encoding, latents, steering, probes, concept coverage and
-    the browser; nothing of the trained SAEs reruns."""
+    and is imported, evaluated and spliced; the InterProt one goes on through encoding, latents,
+    steering, probes, concept coverage and the browser. Nothing of the trained SAEs reruns.
+    Past the import an SAE is one of protsae's own (a topk or relu_l1 SAE, as trained ones are),
+    so one published SAE through the later stages stands for all four (the dry run above plans
+    them for every one)."""
     work = tmp_path / "work"
     shutil.copytree(tiny_run, work, symlinks=True)
     config_path = write_workflow_config(work)
     config = yaml.safe_load(config_path.read_text())
     results = work / "results" / "tiny_esm2"
-    targets = []
-    for entry in config["sae"]["published"]:
-        folder = f"layer{entry['layer']}/{entry['name']}_k{entry['k']}_w{entry['width']}"
-        targets += [f"sae/uniref50/{folder}/splice.json", f"latents/swissprot/{folder}/patterns.tsv",
-                    f"latents/swissprot/{folder}/family_f1.tsv", f"steering/swissprot/{folder}/metrics.tsv",
-                    f"browser/{folder}", f"concepts/sae/{folder}/coverage.json",
-                    *(f"probes/{task}/layer{entry['layer']}/{entry['name']}_k{entry['k']}_w{entry['width']}/result.json"
-                      for task in config["probes"]["tasks"])]
+    published = config["sae"]["published"]
+    folders = {entry["name"]: f"layer{entry['layer']}/{entry['name']}_k{entry['k']}_w{entry['width']}"
+               for entry in published}
+    downstream = "interprot_l2"
+    assert downstream in folders
+    targets = [f"sae/uniref50/{folder}/splice.json" for folder in folders.values()]
+    folder = folders[downstream]
+    targets += [f"latents/swissprot/{folder}/patterns.tsv", f"latents/swissprot/{folder}/family_f1.tsv",
+                f"steering/swissprot/{folder}/metrics.tsv", f"browser/{folder}",
+                f"concepts/sae/{folder}/coverage.json",
+                *(f"probes/{task}/{folder}/result.json" for task in config["probes"]["tasks"])]
     # Targets first: --configfile takes every argument after it.
     proc = snakemake([*(f"results/tiny_esm2/{target}" for target in targets), "--cores", "2",
                       "--configfile", config_path.name], cwd=work)
     jobs = planned_jobs(proc.stdout + proc.stderr)
-    assert jobs["import_sae"] == 4
+    assert jobs["import_sae"] == jobs["evaluate_sae"] == 4
     assert "train_sae" not in jobs and "cache_activations" not in jobs
-    for entry in config["sae"]["published"]:
-        folder = f"layer{entry['layer']}/{entry['name']}_k{entry['k']}_w{entry['width']}"
+    for entry in published:
+        folder = folders[entry["name"]]
         sae = json.loads((results / f"sae/uniref50/{folder}/config.json").read_text())
         assert sae["source"]["layout"] == entry["layout"]
         metrics = json.loads((results / f"sae/uniref50/{folder}/metrics.json").read_text())
         assert 0 < metrics["heldout_fvu"] < 10 and metrics["heldout_l0"] > 0
         splice = json.loads((results / f"sae/uniref50/{folder}/splice.json").read_text())
         assert splice["delta_ce_with_error"] == pytest.approx(0, abs=1e-4)
-        coverage = json.loads((results / f"concepts/sae/{folder}/coverage.json").read_text())
-        assert coverage["variant"] == entry["name"] and coverage["concepts_evaluated"] > 0
-        assert (results / f"browser/{folder}/index.html").stat().st_size > 0
+    folder = folders[downstream]
+    coverage = json.loads((results / f"concepts/sae/{folder}/coverage.json").read_text())
+    assert coverage["variant"] == downstream and coverage["concepts_evaluated"] > 0
+    assert (results / f"browser/{folder}/index.html").stat().st_size > 0
+    for task in config["probes"]["tasks"]:
+        probe = json.loads((results / f"probes/{task}/{folder}/result.json").read_text())
+        assert probe["features"] == f"{downstream}_k4_w64" and 0 <= probe["test_score"] <= 1 and probe["n_test"] > 0
