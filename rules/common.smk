@@ -543,11 +543,13 @@ def concept_dataset_files(name):
     return [f"{LAYOUT.concept_dataset(dataset)}/{name}" for dataset in CONCEPT_DATASETS]
 
 
-def concept_coverage_inputs(wc):
+def concept_sweep_inputs(wc):
+    """One (SAE, concept dataset) sweep job's inputs: the dataset's concepts and split, the SAE's
+    codes of that dataset and its config."""
     spec = wildcard_spec(wc)
-    return {"concepts": concept_dataset_files("concepts.tsv.gz"), "splits": concept_dataset_files("split.tsv"),
-            "codes": [LAYOUT.codes(dataset, spec) for dataset in CONCEPT_DATASETS],
-            "config": sae_file(spec, "config.json")}
+    return {"concepts": f"{LAYOUT.concept_dataset(wc.dataset)}/concepts.tsv.gz",
+            "split": f"{LAYOUT.concept_dataset(wc.dataset)}/split.tsv",
+            "codes": LAYOUT.codes(wc.dataset, spec), "config": sae_file(spec, "config.json")}
 
 
 def concept_outputs(spec_or_layer, name):

@@ -30,25 +30,49 @@ rule concept_table:
         "../workflow/scripts/concept_table.py"
 
 
-rule concept_coverage:
-    """One SAE's latents against every concept dataset, from its code shards."""
+rule concept_sweep:
+    """One SAE's latents against one concept dataset, from its code shards of that dataset: the
+    dataset's best pairs. One job per (SAE, dataset), so a changed dataset reruns only its own."""
     input:
-        unpack(concept_coverage_inputs),
+        unpack(concept_sweep_inputs),
+    output:
+        f"{LAYOUT.concepts()}/{{dataset}}_pairs.parquet",
+    params:
+        codes=lambda wc: code_shards(wc.dataset, wildcard_spec(wc)),
+        sweep=canonical({k: config["concepts"][k] for k in ("thresholds", "f1_cutoff", "min_residues", "min_instances")}),
+    log:
+        f"{LOGS}/concepts/sae/{SAE_FOLDER}.{{dataset}}.log",
+    benchmark:
+        f"{LOGS}/concepts/sae/{SAE_FOLDER}.{{dataset}}.benchmark.tsv"
+    threads: config["concepts"]["threads"]
+    resources:
+        mem_mb=memory(config["concepts"]["mem_mb"]),
+        runtime=config["concepts"]["runtime"],
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../workflow/scripts/concept_sweep.py"
+
+
+rule concept_coverage:
+    """One SAE's best pairs over every concept dataset in one table, and its coverage counts."""
+    input:
+        pairs=[f"{LAYOUT.concepts()}/{dataset}_pairs.parquet" for dataset in CONCEPT_DATASETS],
+        config=lambda wc: sae_file(wildcard_spec(wc), "config.json"),
     output:
         pairs=f"{LAYOUT.concepts()}/best_pairs.tsv",
         coverage=f"{LAYOUT.concepts()}/coverage.json",
     params:
         datasets=CONCEPT_DATASETS,
-        codes=lambda wc: {dataset: code_shards(dataset, wildcard_spec(wc)) for dataset in CONCEPT_DATASETS},
-        sweep=canonical({k: config["concepts"][k] for k in ("thresholds", "f1_cutoff", "min_residues", "min_instances")}),
+        f1_cutoff=config["concepts"]["f1_cutoff"],
     log:
         f"{LOGS}/concepts/sae/{SAE_FOLDER}.log",
     benchmark:
         f"{LOGS}/concepts/sae/{SAE_FOLDER}.benchmark.tsv"
-    threads: config["concepts"]["threads"]
+    threads: 1
     resources:
-        mem_mb=memory(config["concepts"]["mem_mb"]),
-        runtime=config["concepts"]["runtime"],
+        mem_mb=memory(1000),
+        runtime=10,
     conda:
         "../envs/torch.yaml"
     script:

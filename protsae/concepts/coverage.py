@@ -235,16 +235,30 @@ def source_of(concept: str) -> str:
     return concept.split(":", 1)[0]
 
 
-def coverage_tables(scores_by_dataset: Mapping[str, object], unit_names=None, f1_cutoff: float = 0.5
-                    ) -> tuple[pd.DataFrame, dict]:
-    """The best pair of every evaluated concept of every dataset (one table, a ``dataset``
-    column first) and the coverage counts: overall, per dataset and per source, amino acids apart
-    (they are never in the overall count, as in InterPLM)."""
-    frames = []
-    for name, scores in scores_by_dataset.items():
-        pairs = scores.best_pairs(unit_names, f1_cutoff)
-        pairs.insert(0, "dataset", name)
-        frames.append(pairs)
+def dataset_pairs(name: str, scores, unit_names=None, f1_cutoff: float = 0.5) -> pd.DataFrame:
+    """The best pair of every evaluated concept of one dataset (its sweep's ``scores``), with a
+    ``dataset`` column first: what one SAE's job per dataset writes (`write_dataset_pairs`)."""
+    pairs = scores.best_pairs(unit_names, f1_cutoff)
+    pairs.insert(0, "dataset", name)
+    return pairs
+
+
+def write_dataset_pairs(pairs: pd.DataFrame, path: str | os.PathLike) -> None:
+    """One dataset's best pairs as Parquet, atomically: dtypes and every bit of the floats kept,
+    so the merged table (`coverage_summary`) is the one a single pass over all datasets writes."""
+    with atomic_path(path) as tmp:
+        pairs.to_parquet(tmp, index=False)
+
+
+def read_dataset_pairs(path: str | os.PathLike) -> pd.DataFrame:
+    return pd.read_parquet(path)
+
+
+def coverage_summary(pairs_by_dataset: Mapping[str, pd.DataFrame], f1_cutoff: float = 0.5
+                     ) -> tuple[pd.DataFrame, dict]:
+    """The best pairs of every dataset in one table and the coverage counts: overall, per dataset
+    and per source, amino acids apart (they are never in the overall count, as in InterPLM)."""
+    frames = list(pairs_by_dataset.values())
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if table.empty:
         table = pd.DataFrame(columns=["dataset", "concept", "kind", "covered", "covered_by_valid_choice"])
@@ -260,11 +274,18 @@ def coverage_tables(scores_by_dataset: Mapping[str, object], unit_names=None, f1
     summary = {
         **counts(concepts),
         "amino_acids": counts(amino),
-        "by_dataset": {name: counts(concepts[concepts["dataset"] == name]) for name in scores_by_dataset},
+        "by_dataset": {name: counts(concepts[concepts["dataset"] == name]) for name in pairs_by_dataset},
         "by_source": {source: counts(rows) for source, rows in concepts.groupby("source")},
         "f1_cutoff": f1_cutoff,
     }
     return table, summary
+
+
+def coverage_tables(scores_by_dataset: Mapping[str, object], unit_names=None, f1_cutoff: float = 0.5
+                    ) -> tuple[pd.DataFrame, dict]:
+    """`coverage_summary` of every dataset's sweep scores at once (the raw baseline's job)."""
+    return coverage_summary({name: dataset_pairs(name, scores, unit_names, f1_cutoff)
+                             for name, scores in scores_by_dataset.items()}, f1_cutoff)
 
 
 def coverage_row(coverage: Mapping) -> dict:

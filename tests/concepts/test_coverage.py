@@ -13,9 +13,13 @@ from protsae.concepts.coverage import (
     ConceptDataset,
     code_batches,
     concept_split,
+    coverage_summary,
     coverage_tables,
+    dataset_pairs,
     raw_units,
+    read_dataset_pairs,
     sweep_codes,
+    write_dataset_pairs,
 )
 from protsae.concepts.sweep import ConceptIndex, ConceptSweep
 from protsae.concepts.table import concept_frame
@@ -113,6 +117,35 @@ def test_coverage_counts_keep_amino_acids_apart():
                                       "covered_by_valid_choice": 0}
     assert summary["by_source"]["Pfam"]["covered"] == 1
     assert pairs.set_index("concept").loc["Pfam:PF1 x", "test_f1"] == pytest.approx(1.0)
+
+
+def test_per_dataset_pairs_merge_to_the_one_pass_tables(tmp_path):
+    """The workflow sweeps one dataset per job and merges the Parquet pairs: the merged table and
+    counts are those of all datasets at once, to the bit, a dataset with no concept evaluated and
+    its amino acids included."""
+    rng = np.random.default_rng(5)
+    frame = concept_frame([(p, c, start, start + 3, "interval") for p in "ABCDEF" for c, start in
+                           (("Pfam:PF1 x", 0), ("Swiss-Prot:Helix", 4))]
+                          + [(p, "AA:M", 0, 1, "residue") for p in "ABCDEF"])
+    lengths = {p: 10 for p in "ABCDEF"}
+    split = {"A": "valid", "B": "valid", "C": "valid", "D": "test", "E": "test", "F": "test"}
+    scores = {}
+    for name, min_residues in (("full", 1), ("none_evaluated", 10_000)):
+        index = ConceptIndex.build(frame, lengths, split, min_residues=min_residues, min_instances=10_000)
+        sweep = ConceptSweep(index, np.ones(5, np.float32))
+        sweep.add(np.arange(60), rng.integers(0, 5, (60, 2)), rng.random((60, 2)).astype(np.float32))
+        scores[name] = sweep.scores()
+    pairs, summary = coverage_tables(scores, f1_cutoff=0.3)
+    assert summary["by_dataset"]["none_evaluated"]["concepts_evaluated"] == 0
+    assert summary["concepts_evaluated"] == 2 and summary["amino_acids"]["concepts_evaluated"] == 1
+    read_back = {}
+    for name, sweep_scores in scores.items():
+        write_dataset_pairs(dataset_pairs(name, sweep_scores, f1_cutoff=0.3), tmp_path / f"{name}.parquet")
+        read_back[name] = read_dataset_pairs(tmp_path / f"{name}.parquet")
+    merged, merged_summary = coverage_summary(read_back, f1_cutoff=0.3)
+    pd.testing.assert_frame_equal(merged, pairs, check_exact=True)
+    assert merged_summary == summary
+    assert merged.to_csv(sep="\t", index=False) == pairs.to_csv(sep="\t", index=False)
 
 
 def test_a_split_protein_missing_from_the_codes_is_an_error(tmp_path):

@@ -138,7 +138,7 @@ def test_the_tiny_workflow_runs_under_slurm_and_gives_the_local_tables(request, 
 
     # The local run, running in the background meanwhile (conftest), only now.
     tiny_run = request.getfixturevalue("tiny_run")
-    check_second_fresh_run(tiny_run, work, lambda: on_slurm(["--configfile", str(config)], cwd=work),
+    check_second_fresh_run(tiny_run, work, lambda: on_slurm(["--configfile", str(config)], cwd=work), config,
                            left_out=("networks", "heads"))
 
 

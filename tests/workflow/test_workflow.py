@@ -499,10 +499,26 @@ def test_tiny_config_end_to_end(tiny_run, tmp_path):
         # evaluation set, its pages, the structure files the SAEs show, and the index.
         "encode_codes_probe_secondary_structure_layer2_topk_k8_w64": 1, "browser_examples": 2, "browser_sae": 1,
         "browser_structures": 1, "browser_index": 1,
-        # Its concept coverage (from those same codes), the coverage table and figure; not the raw
-        # baseline, which no SAE changes.
-        "concept_coverage": 1, "concept_summary": 1, "concept_figure": 1,
+        # Its concept coverage (a sweep of each dataset's codes, merged), the coverage table and
+        # figure; not the raw baseline, which no SAE changes.
+        "concept_sweep": 2, "concept_coverage": 1, "concept_summary": 1, "concept_figure": 1,
     }
+
+    # Changing one concept dataset reruns its table, each SAE's sweep of that dataset only (not of
+    # the evaluation set, nor the evaluation set's encoding), each SAE's merge, and the raw
+    # baseline, which runs over every dataset at once.
+    recut = yaml.safe_load((Path(REPO) / "config/tiny.yaml").read_text())
+    recut["concepts"]["datasets"]["probe_secondary_structure"]["amino_acids"] = False
+    (tmp_path / "recut.yaml").write_text(yaml.safe_dump(recut))
+    proc = snakemake(["-n", "--configfile", str(tmp_path / "recut.yaml")], cwd=work)
+    text = proc.stdout + proc.stderr
+    assert planned_jobs(text) == {
+        "all": 1, "concept_table": 1, "concept_sweep": 6, "concept_coverage": 6, "concept_coverage_raw": 1,
+        "concept_summary": 1, "concept_figure": 1,
+    }
+    assert "concepts/datasets/probe_secondary_structure/concepts.tsv.gz" in text
+    swept = re.findall(r"^    output: \S+/concepts/sae/\S+/(\w+)_pairs\.parquet$", text, re.M)
+    assert len(swept) == 6 and set(swept) == {"probe_secondary_structure"}
 
     # One figure rebuilds only itself when asked for by name.
     figure = results / "figures/fig3c_patterns_per_layer.png"
@@ -539,12 +555,14 @@ def one_pass_config() -> dict:
     return config
 
 
-def check_second_fresh_run(tiny_run: Path, again: Path, rerun, left_out: tuple[str, ...] = ()) -> None:
-    """What a second fresh run (``one_pass_config``) must leave: no dense cache of the evaluation set,
-    no code shards of the evaluation set and the probe tasks, no dense caches of the probe tasks,
-    nothing to do for ``rerun`` (a function that runs snakemake again), and every result table
-    byte-identical to the first run's (but those under the result folders ``left_out``, stages the
-    second run does not have)."""
+def check_second_fresh_run(tiny_run: Path, again: Path, rerun, config_path: Path,
+                           left_out: tuple[str, ...] = ()) -> None:
+    """What a second fresh run (``one_pass_config``, at ``config_path``) must leave: no dense cache of
+    the evaluation set, no code shards of the evaluation set and the probe tasks, no dense caches of
+    the probe tasks, nothing to do for ``rerun`` (a function that runs snakemake again), a changed
+    concept dataset that re-encodes only its own dataset, and every result table byte-identical to
+    the first run's (but those under the result folders ``left_out``, stages the second run does
+    not have)."""
     results = again / "results/tiny_esm2"
     assert not (results / "activations/swissprot").exists()
     for dataset in ["swissprot", "probe_localization", "probe_secondary_structure"]:
@@ -557,6 +575,19 @@ def check_second_fresh_run(tiny_run: Path, again: Path, rerun, left_out: tuple[s
     assert list(results.rglob("maxima.npz"))
     proc = rerun()
     assert "Nothing to be done" in proc.stdout + proc.stderr
+    # The code shards are gone, so the sweeps of a changed concept dataset need that dataset encoded
+    # again, and only that one: the evaluation set's codes and sweeps are not redone.
+    changed = yaml.safe_load(config_path.read_text())
+    changed["concepts"]["datasets"]["probe_secondary_structure"]["amino_acids"] = False
+    changed_path = config_path.with_name(f"{config_path.stem}_concepts_changed.yaml")
+    changed_path.write_text(yaml.safe_dump(changed))
+    proc = snakemake(["-n", "--configfile", str(changed_path)], cwd=again)
+    text = proc.stdout + proc.stderr
+    jobs = planned_jobs(text)
+    assert jobs["concept_table"] == 1 and jobs["encode_codes_probe_secondary_structure_layers1_2"] == 1, jobs
+    assert not [rule for rule in jobs if rule.startswith(("encode_codes_swissprot", "encode_codes_uniref50"))], jobs
+    swept = re.findall(r"^    output: \S+/concepts/sae/\S+/(\w+)_pairs\.parquet$", text, re.M)
+    assert swept and set(swept) == {"probe_secondary_structure"}
     first, second = result_tables(tiny_run), result_tables(again)
     first = {path: table for path, table in first.items()
              if not any(str(path).startswith(f"results/tiny_esm2/{folder}/") for folder in left_out)}
@@ -585,7 +616,7 @@ def test_two_fresh_runs_give_byte_identical_tables(tiny_run, tmp_path):
     (tmp_path / "one_pass.yaml").write_text(yaml.safe_dump(one_pass_config()))
     args = ["--cores", "2", "--configfile", str(tmp_path / "one_pass.yaml")]
     snakemake(args, cwd=again)
-    check_second_fresh_run(tiny_run, again, lambda: snakemake(args, cwd=again))
+    check_second_fresh_run(tiny_run, again, lambda: snakemake(args, cwd=again), tmp_path / "one_pass.yaml")
 
 
 @pytest.mark.slow
