@@ -142,6 +142,7 @@ def _summed_ce(logits: torch.Tensor, targets: torch.Tensor) -> float:
                                  reduction="sum"))
 
 
+@torch.no_grad()
 def splice_metrics(
     model: ProteinLM,
     sae,

@@ -147,6 +147,27 @@ def test_the_splice_reports_kl_at_the_scored_positions(tiny_model):
     assert ablated["loss_recovered"] == pytest.approx(0.0, abs=1e-6)
 
 
+
+def test_the_splice_builds_no_autograd_graph(tiny_model):
+    """The SAE's parameters require grad (an nn.Module's do), but the splice records no graph:
+    with one, the running sums of the reconstruction stats chained every batch's activations
+    together and held them all until the end."""
+    sae = scaled_identity_sae(tiny_model.d_model)
+    assert all(p.requires_grad for p in sae.parameters())
+    seen = []
+    decode = sae.decode
+
+    def recording_decode(*args, **kwargs):
+        x_hat = decode(*args, **kwargs)
+        seen.append(x_hat.requires_grad)
+        return x_hat
+
+    sae.decode = recording_decode
+    sequences = [(f"s{i}", "ACDEFGHIKLMNPQRSTVWY"[i:] + "MK" * i) for i in range(6)]
+    metrics = splice_metrics(tiny_model, sae, 2, sequences, max_tokens=60)
+    assert len(seen) > 1 and not any(seen)
+    assert metrics["fvu"] == pytest.approx(0.0, abs=1e-6)
+
 # Latent density.
 
 def test_planted_firing_counts_give_the_right_shares_and_histogram():
