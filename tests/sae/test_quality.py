@@ -147,7 +147,6 @@ def test_the_splice_reports_kl_at_the_scored_positions(tiny_model):
     assert ablated["loss_recovered"] == pytest.approx(0.0, abs=1e-6)
 
 
-
 def test_the_splice_builds_no_autograd_graph(tiny_model):
     """The SAE's parameters require grad (an nn.Module's do), but the splice records no graph:
     with one, the running sums of the reconstruction stats chained every batch's activations
