@@ -79,33 +79,58 @@ rule concept_coverage:
         "../workflow/scripts/concept_coverage.py"
 
 
-rule concept_coverage_raw:
-    """The raw residual dimensions of every layer against every concept dataset: the model runs
-    once over each dataset's concept proteins."""
+rule concept_sweep_raw:
+    """The raw residual dimensions of every layer against one concept dataset: the model runs
+    once over the dataset's concept proteins; per layer, the dataset's best pairs."""
     input:
-        concepts=concept_dataset_files("concepts.tsv.gz"),
-        splits=concept_dataset_files("split.tsv"),
-        sequences=[f"{LAYOUT.sequences(dataset)}/sample.fasta" for dataset in CONCEPT_DATASETS],
+        concepts=f"{LAYOUT.concept_dataset()}/concepts.tsv.gz",
+        split=f"{LAYOUT.concept_dataset()}/split.tsv",
+        sequences=f"{LAYOUT.sequences()}/sample.fasta",
     output:
-        pairs=[concept_outputs(layer, "best_pairs.tsv") for layer in LAYERS],
-        coverage=[concept_outputs(layer, "coverage.json") for layer in LAYERS],
+        pairs=[f"{LAYOUT.concepts_raw(layer)}/{{dataset}}_pairs.parquet" for layer in LAYERS],
     params:
-        datasets=CONCEPT_DATASETS,
         layers=LAYERS,
         model=model_settings(),
+        n_units=2 * MODEL_SHAPE.d_model,
         storage_dtype=config["activations"]["storage_dtype"],
         # The batches' token budget: padding can move the last bits of an activation.
         max_tokens=config["concepts"]["max_tokens"],
         sweep=canonical({k: config["concepts"][k] for k in ("thresholds", "f1_cutoff", "min_residues", "min_instances")}),
     log:
-        f"{LOGS}/concepts/raw.log",
+        f"{LOGS}/concepts/raw.{{dataset}}.log",
     benchmark:
-        f"{LOGS}/concepts/raw.benchmark.tsv"
+        f"{LOGS}/concepts/raw.{{dataset}}.benchmark.tsv"
     threads: config["concepts"]["threads"]
     resources:
         mem_mb=memory(config["concepts"]["mem_mb"]),
         runtime=config["concepts"]["runtime"],
         gpu=config["concepts"]["gpus"],
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../workflow/scripts/concept_sweep_raw.py"
+
+
+rule concept_coverage_raw:
+    """One layer's raw dimensions: their best pairs over every concept dataset in one table, and
+    the coverage counts."""
+    input:
+        pairs=[f"{LAYOUT.concepts_raw()}/{dataset}_pairs.parquet" for dataset in CONCEPT_DATASETS],
+    output:
+        pairs=f"{LAYOUT.concepts_raw()}/best_pairs.tsv",
+        coverage=f"{LAYOUT.concepts_raw()}/coverage.json",
+    params:
+        datasets=CONCEPT_DATASETS,
+        f1_cutoff=config["concepts"]["f1_cutoff"],
+        n_units=2 * MODEL_SHAPE.d_model,
+    log:
+        f"{LOGS}/concepts/raw/layer{{layer}}.log",
+    benchmark:
+        f"{LOGS}/concepts/raw/layer{{layer}}.benchmark.tsv"
+    threads: 1
+    resources:
+        mem_mb=memory(1000),
+        runtime=10,
     conda:
         "../envs/torch.yaml"
     script:

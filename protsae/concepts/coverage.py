@@ -283,7 +283,7 @@ def coverage_summary(pairs_by_dataset: Mapping[str, pd.DataFrame], f1_cutoff: fl
 
 def coverage_tables(scores_by_dataset: Mapping[str, object], unit_names=None, f1_cutoff: float = 0.5
                     ) -> tuple[pd.DataFrame, dict]:
-    """`coverage_summary` of every dataset's sweep scores at once (the raw baseline's job)."""
+    """`coverage_summary` of every dataset's sweep scores at once."""
     return coverage_summary({name: dataset_pairs(name, scores, unit_names, f1_cutoff)
                              for name, scores in scores_by_dataset.items()}, f1_cutoff)
 

@@ -505,20 +505,22 @@ def test_tiny_config_end_to_end(tiny_run, tmp_path):
     }
 
     # Changing one concept dataset reruns its table, each SAE's sweep of that dataset only (not of
-    # the evaluation set, nor the evaluation set's encoding), each SAE's merge, and the raw
-    # baseline, which runs over every dataset at once.
+    # the evaluation set, nor the evaluation set's encoding) and the raw dimensions' sweep of it,
+    # each SAE's and each layer's merge, the summary and the figure.
     recut = yaml.safe_load((Path(REPO) / "config/tiny.yaml").read_text())
     recut["concepts"]["datasets"]["probe_secondary_structure"]["amino_acids"] = False
     (tmp_path / "recut.yaml").write_text(yaml.safe_dump(recut))
     proc = snakemake(["-n", "--configfile", str(tmp_path / "recut.yaml")], cwd=work)
     text = proc.stdout + proc.stderr
     assert planned_jobs(text) == {
-        "all": 1, "concept_table": 1, "concept_sweep": 6, "concept_coverage": 6, "concept_coverage_raw": 1,
-        "concept_summary": 1, "concept_figure": 1,
+        "all": 1, "concept_table": 1, "concept_sweep": 6, "concept_coverage": 6, "concept_sweep_raw": 1,
+        "concept_coverage_raw": 2, "concept_summary": 1, "concept_figure": 1,
     }
     assert "concepts/datasets/probe_secondary_structure/concepts.tsv.gz" in text
     swept = re.findall(r"^    output: \S+/concepts/sae/\S+/(\w+)_pairs\.parquet$", text, re.M)
     assert len(swept) == 6 and set(swept) == {"probe_secondary_structure"}
+    swept_raw = re.findall(r"^    output: (\S+/concepts/raw/layer\d/\w+_pairs\.parquet.*)$", text, re.M)
+    assert len(swept_raw) == 1 and "swissprot" not in swept_raw[0], swept_raw
 
     # One figure rebuilds only itself when asked for by name.
     figure = results / "figures/fig3c_patterns_per_layer.png"
