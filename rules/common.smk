@@ -539,8 +539,14 @@ def concept_table_inputs(wc):
             "sources": [source["path"] for source in entry["sources"]]}
 
 
-def concept_dataset_files(name):
-    return [f"{LAYOUT.concept_dataset(dataset)}/{name}" for dataset in CONCEPT_DATASETS]
+# What a concept sweep's numbers depend on, the same for the SAE latents and the raw dimensions.
+CONCEPT_SWEEP = canonical({k: config["concepts"][k] for k in ("thresholds", "f1_cutoff", "min_residues", "min_instances")})
+
+
+def concept_pairs(folder, dataset="{dataset}"):
+    """One dataset's best pairs in a units' concept folder (LAYOUT.concepts, LAYOUT.concepts_raw),
+    which a sweep job writes and the folder's merge reads."""
+    return f"{folder}/{dataset}_pairs.parquet"
 
 
 def concept_sweep_inputs(wc):

@@ -36,10 +36,10 @@ rule concept_sweep:
     input:
         unpack(concept_sweep_inputs),
     output:
-        f"{LAYOUT.concepts()}/{{dataset}}_pairs.parquet",
+        concept_pairs(LAYOUT.concepts()),
     params:
         codes=lambda wc: code_shards(wc.dataset, wildcard_spec(wc)),
-        sweep=canonical({k: config["concepts"][k] for k in ("thresholds", "f1_cutoff", "min_residues", "min_instances")}),
+        sweep=CONCEPT_SWEEP,
     log:
         f"{LOGS}/concepts/sae/{SAE_FOLDER}.{{dataset}}.log",
     benchmark:
@@ -57,7 +57,7 @@ rule concept_sweep:
 rule concept_coverage:
     """One SAE's best pairs over every concept dataset in one table, and its coverage counts."""
     input:
-        pairs=[f"{LAYOUT.concepts()}/{dataset}_pairs.parquet" for dataset in CONCEPT_DATASETS],
+        pairs=[concept_pairs(LAYOUT.concepts(), dataset) for dataset in CONCEPT_DATASETS],
         config=lambda wc: sae_file(wildcard_spec(wc), "config.json"),
     output:
         pairs=f"{LAYOUT.concepts()}/best_pairs.tsv",
@@ -87,7 +87,7 @@ rule concept_sweep_raw:
         split=f"{LAYOUT.concept_dataset()}/split.tsv",
         sequences=f"{LAYOUT.sequences()}/sample.fasta",
     output:
-        pairs=[f"{LAYOUT.concepts_raw(layer)}/{{dataset}}_pairs.parquet" for layer in LAYERS],
+        pairs=[concept_pairs(LAYOUT.concepts_raw(layer)) for layer in LAYERS],
     params:
         layers=LAYERS,
         model=model_settings(),
@@ -95,7 +95,7 @@ rule concept_sweep_raw:
         storage_dtype=config["activations"]["storage_dtype"],
         # The batches' token budget: padding can move the last bits of an activation.
         max_tokens=config["concepts"]["max_tokens"],
-        sweep=canonical({k: config["concepts"][k] for k in ("thresholds", "f1_cutoff", "min_residues", "min_instances")}),
+        sweep=CONCEPT_SWEEP,
     log:
         f"{LOGS}/concepts/raw.{{dataset}}.log",
     benchmark:
@@ -115,7 +115,7 @@ rule concept_coverage_raw:
     """One layer's raw dimensions: their best pairs over every concept dataset in one table, and
     the coverage counts."""
     input:
-        pairs=[f"{LAYOUT.concepts_raw()}/{dataset}_pairs.parquet" for dataset in CONCEPT_DATASETS],
+        pairs=[concept_pairs(LAYOUT.concepts_raw(), dataset) for dataset in CONCEPT_DATASETS],
     output:
         pairs=f"{LAYOUT.concepts_raw()}/best_pairs.tsv",
         coverage=f"{LAYOUT.concepts_raw()}/coverage.json",

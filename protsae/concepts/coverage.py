@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from protsae.activations.storage import list_to_numpy
 from protsae.concepts.sweep import THRESHOLDS, ConceptIndex, ConceptSweep
-from protsae.files import atomic_path
+from protsae.files import atomic_path, write_json, write_tsv
 
 CONCEPT_SPLITS = ("reference", "valid", "test")
 AMINO_ACID_PREFIX = "AA:"
@@ -279,6 +279,18 @@ def coverage_summary(pairs_by_dataset: Mapping[str, pd.DataFrame], f1_cutoff: fl
         "f1_cutoff": f1_cutoff,
     }
     return table, summary
+
+
+def merge_coverage(pairs_paths: Mapping[str, str | os.PathLike], pairs_path: str | os.PathLike,
+                   coverage_path: str | os.PathLike, header: Mapping, f1_cutoff: float = 0.5) -> dict:
+    """One set of units' merge job: the best pairs of every dataset (``pairs_paths``, dataset ->
+    `write_dataset_pairs` file) as one TSV at ``pairs_path``, and ``header`` (what the units are)
+    with the `coverage_summary` counts as JSON at ``coverage_path``. Returns the counts."""
+    pairs, summary = coverage_summary({name: read_dataset_pairs(path) for name, path in pairs_paths.items()},
+                                      f1_cutoff)
+    write_tsv(pairs, pairs_path)
+    write_json(coverage_path, {**header, **summary})
+    return summary
 
 
 def coverage_tables(scores_by_dataset: Mapping[str, object], unit_names=None, f1_cutoff: float = 0.5
